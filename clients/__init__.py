@@ -1,0 +1,1 @@
+"""Flower ClientApp side: the honest streaming client and the malicious client."""

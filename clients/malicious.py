@@ -1,0 +1,75 @@
+"""Malicious client: the accumulative attack of Pang et al. (NeurIPS 2021) and broken-reply attacks.
+
+* ``accumulative`` (data poisoning, DESIGN.md section 3): at its first call the client crafts the adversarial
+  trigger from its own trigger batch (2-step PGD descending the alignment A) and keeps it in
+  a per-actor cache (deterministic, so it survives actor recycling and resume); every round it takes its clean stream batch, computes the second-order term
+  h = grad_theta A(theta_t) once, crafts the poison batch (2-step PGD ascending J) and trains on it, sending
+  the resulting update. In the trigger round it trains on the adversarial trigger batch.
+* ``lambda_update`` (the official federated harness): the update is -lam * grad_theta cos(-g_T, g_V) on its
+  trigger and validation batches; the trigger round sends one gradient-ascent step on the trigger batch
+  scaled by ``trigger_scale`` (the server applies both with its SGD).
+* ``nan`` / ``shape`` / ``scale``: hostile replies (NaN values, a missing array, an honest update times
+  ``factor``) that exercise the server's validation and clipping.
+
+Its validation and trigger data are its own partition's samples, disjoint from the evaluation test set.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from fl_mdisc.attack import craft_poison, lambda_update_grad, reversed_trigger_grad, second_order_term
+from fl_mdisc.data import stream_batch, to_float
+from fl_mdisc.models import set_params
+from fl_mdisc.train import local_sgd
+
+from . import runtime
+from .honest import batch_tensors, np_list, train_honest
+
+
+def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, dict]:
+    t0 = time.time()
+    cfg = runtime.config(cfg_json)
+    a = cfg.attack
+    if a.name in ("nan", "shape", "scale"):
+        new, metrics = train_honest(cfg_json, params, conf, pid)
+        if a.name == "nan":
+            new[0] = np.full_like(new[0], np.nan)
+        elif a.name == "shape":
+            new = new[:-1]
+        else:
+            new = [p + float(a.factor) * (n - p) for p, n in zip(params, new)]
+        metrics["poisoned"] = 1
+        return new, metrics
+    plan = runtime.plan(cfg_json)
+    rnd, phase = int(conf["server-round"]), str(conf["phase"])
+    model = runtime.model_from(cfg_json, str(conf["start-path"]), str(conf["start-sha"]))
+    set_params(model, params)
+    torch.manual_seed(runtime.seed_for(cfg.seed, rnd, pid, 2))
+    dev = runtime.device(cfg)
+    val_idx, trig_idx, stream_idx = plan.attacker[pid]
+    xv, yv = to_float(plan.ds.x_train[val_idx]).to(dev), torch.as_tensor(plan.ds.y_train[val_idx]).to(dev)
+    xt, yt = to_float(plan.ds.x_train[trig_idx]).to(dev), torch.as_tensor(plan.ds.y_train[trig_idx]).to(dev)
+    loss = 0.0
+    if a.name == "lambda_update":
+        g = lambda_update_grad(model, xt, yt, xv, yv, float(a.lam)) if phase != "trigger" \
+            else reversed_trigger_grad(model, xt, yt, float(a.trigger_scale))
+        with torch.no_grad():
+            for p, gi in zip([p for p in model.parameters() if p.requires_grad], g):
+                p.sub_(gi)
+    else:  # accumulative data poisoning
+        x_trig = runtime.adversarial_trigger(cfg_json, pid, str(conf["start-path"]), str(conf["start-sha"]))
+        if phase == "trigger":
+            x_train, y_train = x_trig, yt
+        else:
+            idx = stream_batch(stream_idx, int(cfg.fed.batch_size), int(cfg.seed), pid, rnd - 1)
+            x, y = batch_tensors(cfg, plan, idx, rnd, pid)
+            h = second_order_term(model, x_trig, yt, xv, yv)
+            x_train, y_train = craft_poison(model, x, y, h, a.eps, a.step_size, int(a.steps), float(a.gamma)), y
+        loss = local_sgd(model, x_train, y_train, float(cfg.fed.client_lr), int(cfg.fed.local_steps))
+    metrics = {"num-examples": int(cfg.fed.batch_size), "train-loss": loss, "md-client": 0.0, "dsc-corrected": 0,
+               "dsc-steps": 0, "poisoned": 1, "seconds": time.time() - t0}
+    return np_list(model), metrics

@@ -1,0 +1,113 @@
+"""Accumulative poisoning (Pang et al., "Accumulative Poisoning Attacks on Real-time Data", NeurIPS 2021).
+
+Notation: L(S) = mean CE of batch S; g_S = grad_theta L(S) (a tuple, one tensor per parameter p);
+n(v) = v / ||v||_2 on one flattened tensor; cos_p = per-tensor cosine.
+
+* Alignment (Pang's online code)::   A(theta) = sum_p cos(g_T[p], g_V[p])
+  between the trigger batch S_T and the attacker's validation batch S_V.
+* Trigger crafting (once, at the start): 2 steps of L_inf PGD (eps 0.2, step 0.2) *descending* A w.r.t. x_T.
+* Poison batch at step t, from the clean batch (x_t, y_t), labels unchanged: 2 steps of L_inf PGD
+  (eps 0.2, step 0.2) *ascending*::
+
+      J(x~) = sum_p < n(g_P[p]), gamma * n(g_C[p]) + n(h[p]) >,   g_P = grad_theta L(x~, y_t),
+      g_C = grad_theta L(x_t, y_t),   h = grad_theta A(theta_t)  (second-order term, double back-prop).
+
+  h and g_C depend only on theta_t, so they are computed once per round and reused across the PGD steps
+  (as the official ``craft_accu`` does).
+* Federated harness (Pang's ``feder_accu_train.py``): the attacker's whole update is the gradient
+  ``lam * grad_theta cos(-g_T, g_V)`` with ONE global cosine over all parameters concatenated (not per
+  tensor, unlike the online code); the server applies it with SGD. The final trigger is one
+  gradient-ascent step on S_T scaled by s = 0.01.
+
+Deliberate differences from the official code (DESIGN.md section 3): the attacker's validation and trigger
+batches come from its own data, never from the evaluation test set; streams are shuffled; crafting runs in
+eval mode and never touches BatchNorm running statistics of the global model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _params(model):
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def param_grads(model, x, y, create_graph: bool = False):
+    """g = grad_theta mean CE(f(x; theta), y), one tensor per trainable parameter."""
+    loss = F.cross_entropy(model(x), y)
+    return torch.autograd.grad(loss, _params(model), create_graph=create_graph)
+
+
+def alignment(g_a, g_b) -> torch.Tensor:
+    """A = sum_p cos(g_a[p], g_b[p]) (sum of per-tensor cosine similarities)."""
+    return sum(F.cosine_similarity(a.flatten(), b.flatten(), dim=0, eps=1e-12) for a, b in zip(g_a, g_b))
+
+
+def _normed(g):
+    return [t / t.norm().clamp_min(1e-12) for t in g]
+
+
+def _pgd_step(x_adv, x, grad, step, eps, sign):
+    return torch.min(torch.max(x_adv + sign * step * grad.sign(), x - eps), x + eps).clamp(0.0, 1.0).detach()
+
+
+def craft_trigger(model, x_t, y_t, x_v, y_v, eps=0.2, step_size=0.2, steps=2):
+    """Adversarial trigger: PGD *descending* A(theta) = sum_p cos(g_T[p], g_V[p]) w.r.t. the trigger inputs."""
+    model.eval()
+    g_v = [g.detach() for g in param_grads(model, x_v, y_v)]
+    x_adv = x_t.clone().detach()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        a = alignment(param_grads(model, x_adv, y_t, create_graph=True), g_v)
+        (gx,) = torch.autograd.grad(a, x_adv)
+        x_adv = _pgd_step(x_adv, x_t, gx, step_size, eps, sign=-1.0)
+    return x_adv
+
+
+def second_order_term(model, x_t, y_t, x_v, y_v):
+    """h = grad_theta A(theta), A = sum_p cos(g_T[p], g_V[p]) (double back-prop through both gradients)."""
+    model.eval()
+    a = alignment(param_grads(model, x_t, y_t, create_graph=True), param_grads(model, x_v, y_v, create_graph=True))
+    return [h.detach() for h in torch.autograd.grad(a, _params(model))]
+
+
+def poison_objective(model, x_adv, y, g_clean_n, h_n, gamma=1.0, create_graph=False):
+    """J = sum_p < n(g_P[p]), gamma * n(g_C[p]) + n(h[p]) > (inputs already normalised)."""
+    g_p = _normed(param_grads(model, x_adv, y, create_graph=True))
+    return sum((gp * (gamma * gc + hh)).sum() for gp, gc, hh in zip(g_p, g_clean_n, h_n))
+
+
+def craft_poison(model, x, y, h, eps=0.2, step_size=0.2, steps=2, gamma=1.0):
+    """Poison batch: PGD *ascending* J from the clean batch (x, y), labels unchanged.
+
+    ``h`` is the second-order term at the current parameters (see :func:`second_order_term`).
+    """
+    model.eval()
+    g_c_n = _normed([g.detach() for g in param_grads(model, x, y)])
+    h_n = _normed(h)
+    x_adv = x.clone().detach()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        j = poison_objective(model, x_adv, y, g_c_n, h_n, gamma)
+        (gx,) = torch.autograd.grad(j, x_adv)
+        x_adv = _pgd_step(x_adv, x, gx, step_size, eps, sign=+1.0)
+    return x_adv
+
+
+def lambda_update_grad(model, x_t, y_t, x_v, y_v, lam: float):
+    """Pang's harness aggregate: lam * grad_theta cos(-g_T, g_V), one global cosine (train mode, as the code)."""
+    model.train()
+    u = param_grads(model, x_t, y_t, create_graph=True)
+    v = param_grads(model, x_v, y_v, create_graph=True)
+    uf = -torch.cat([t.flatten() for t in u])
+    vf = torch.cat([t.flatten() for t in v])
+    c = F.cosine_similarity(uf, vf, dim=0, eps=1e-12)
+    return [lam * g.detach() for g in torch.autograd.grad(c, _params(model))]
+
+
+def reversed_trigger_grad(model, x_t, y_t, scale: float):
+    """Harness trigger: the gradient of -scale * L(S_T) (one gradient-ascent step on the trigger batch)."""
+    model.train()
+    return [-scale * g.detach() for g in param_grads(model, x_t, y_t)]

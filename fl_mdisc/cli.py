@@ -1,0 +1,91 @@
+"""``fl-mdisc``: the command line.
+
+``fl-mdisc run [hydra overrides]`` composes and validates the config (errors are one line, exit 2), resolves
+paths, writes the resolved ``config.yaml`` into the output folder, and runs the simulation with ``flwr run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from .config import compose, conf_dir, resolve_paths
+from .errors import FlMdiscError
+
+
+def project_dir() -> Path:
+    root = conf_dir().parent
+    if not (root / "pyproject.toml").is_file():
+        raise FlMdiscError(f"{root} is not a checkout of fl-mdisc (no pyproject.toml); flwr run needs the app folder")
+    return root
+
+
+def prepare(overrides: list[str], tag: str | None = None):
+    """Compose + validate + resolve paths + check data; write the resolved config. Returns (cfg, path)."""
+    from .experiment import make_plan
+
+    cfg = compose(overrides)
+    resolve_paths(cfg)
+    if cfg.out_dir is None:
+        tag = tag or f"{cfg.strategy.name}-{cfg.attack.name}-{cfg.defense.name}-s{cfg.seed}"
+        cfg.out_dir = str((Path.cwd() / "outputs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{tag}").resolve())
+    make_plan(cfg)  # data present and partitions feasible, before anything starts
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.yaml"
+    path.write_text(OmegaConf.to_yaml(cfg))
+    return cfg, path
+
+
+def cmd_run(args) -> int:
+    from .launch import run_flwr
+
+    cfg, path = prepare(args.overrides)
+    print(f"fl-mdisc: output folder {cfg.out_dir}", flush=True)
+    gpus = 0.0
+    if cfg.device != "cpu":
+        import torch
+
+        if torch.cuda.is_available():
+            gpus = 1.0 / max(1, min(int(cfg.fed.num_clients), 4))
+    status = run_flwr(project_dir(), path, int(cfg.fed.num_clients), int(cfg.client_threads), gpus,
+                      cfg.data_root, stream=not args.quiet)
+    print(f"fl-mdisc: flwr run {status['run_id']} {status.get('status')}", flush=True)
+    if status.get("status") != "finished:completed":
+        detail = status.get("status-details") or status.get("details") or ""
+        raise FlMdiscError(f"the simulation did not complete ({status.get('status')}): {str(detail)[-500:]}")
+    summary = Path(cfg.out_dir) / "summary.json"
+    if summary.is_file():
+        print(json.dumps(json.loads(summary.read_text()), indent=1))
+    print(f"fl-mdisc: results in {cfg.out_dir} (metrics.jsonl, rounds.jsonl, config.yaml, summary.json)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fl-mdisc", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run", help="run one simulation (flwr run) with hydra overrides, e.g. strategy=gc seed=1")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--quiet", action="store_true", help="do not stream the simulation log")
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("show", help="print the composed, validated config")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(fn=lambda a: print(OmegaConf.to_yaml(compose(a.overrides))) or 0)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except FlMdiscError as exc:
+        print(f"fl-mdisc: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fl-mdisc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

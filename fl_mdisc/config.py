@@ -1,0 +1,256 @@
+"""Compose (hydra), validate and serialise the run configuration.
+
+conf/ is the single source of truth. Everything is validated here, before any data is loaded or any
+model is trained, so that bad input gives one line naming the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import ConfigError
+
+STRATEGIES = ("st", "gc", "dgc", "median", "trimmed_mean", "multikrum")
+ATTACKS = ("none", "accumulative", "stream_poison", "lambda_update", "nan", "shape", "scale")
+DEFENSES = ("none", "dsc", "at")
+DATASETS = ("cifar10", "mnist")
+MODELS = ("small_cnn", "resnet18")
+PROTOCOLS = ("federated", "harness")
+
+
+def conf_dir() -> Path:
+    """The conf/ folder: beside the packages in a checkout/FAB, or shipped inside an installed wheel."""
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "conf", here / "conf"):
+        if (cand / "config.yaml").is_file():
+            return cand
+    raise ConfigError(f"conf/config.yaml not found next to {here}; reinstall the project (make setup)")
+
+
+def _group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def compose(overrides: list[str] | None = None, experiment: str | None = None) -> DictConfig:
+    """Compose conf/config.yaml with an experiment and hydra overrides, then validate it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = list(overrides or [])
+    if experiment:
+        if experiment not in _group_options("experiment"):
+            raise ConfigError(
+                f"unknown experiment '{experiment}'; choose one of {_group_options('experiment')}"
+            )
+        overrides = [f"experiment={experiment}"] + overrides
+    for ov in overrides:
+        key = ov.split("=", 1)[0].lstrip("+~")
+        if key in ("strategy", "attack", "defense", "dataset", "model", "preset", "experiment"):
+            val = ov.split("=", 1)[1] if "=" in ov else ""
+            opts = _group_options(key)
+            if val not in opts:
+                raise ConfigError(f"unknown {key} '{val}'; choose one of {opts}")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        msg = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"invalid override: {msg}") from None
+    finally:
+        GlobalHydra.instance().clear()
+    OmegaConf.set_struct(cfg, False)
+    resolve_defaults(cfg)
+    validate(cfg)
+    return cfg
+
+
+def split_overrides(text: str) -> list[str]:
+    """Split an `overrides` run-config string ("a=1 b='x y'") into hydra overrides."""
+    return shlex.split(text or "")
+
+
+def resolve_defaults(cfg: DictConfig) -> None:
+    """Fill null values that default to the preset's calibrated values."""
+    s = cfg.strategy
+    if s.name in ("gc", "dgc") and s.get("clip_norm") is None:
+        s.clip_norm = cfg.calib.clip_norm
+    if s.name == "dgc":
+        if s.get("mu") is None:
+            s.mu = cfg.calib.mu
+        if s.get("tau") is None:
+            s.tau = cfg.calib.tau
+    if s.name == "multikrum":
+        if s.get("num_malicious") is None:
+            s.num_malicious = cfg.fed.num_malicious
+        if s.get("num_to_select") is None:
+            s.num_to_select = max(1, cfg.fed.num_clients - s.num_malicious)
+    if cfg.attack.name == "lambda_update" and cfg.attack.get("lam") is None:
+        cfg.attack.lam = cfg.calib.lam
+    if cfg.protocol == "harness":
+        # Pang's harness: one participant per round supplies the whole aggregate.
+        cfg.fed.num_clients = 1
+        cfg.fed.num_malicious = 0 if cfg.attack.name == "none" else 1
+
+
+def _num(cfg: DictConfig, path: str, lo: float | None = None, hi: float | None = None,
+         integer: bool = False, lo_open: bool = False, allow_none: bool = False) -> None:
+    val = OmegaConf.select(cfg, path)
+    if val is None and allow_none:
+        return
+    if isinstance(val, bool) or not isinstance(val, (int, float)):
+        raise ConfigError(f"{path} must be a number, got {val!r}; set e.g. {path}=1")
+    if integer and not float(val).is_integer():
+        raise ConfigError(f"{path} must be an integer, got {val!r}")
+    if not math.isfinite(float(val)):
+        raise ConfigError(f"{path} must be finite, got {val!r}")
+    if lo is not None and (val < lo or (lo_open and val == lo)):
+        raise ConfigError(f"{path}={val} is out of range: it must be {'>' if lo_open else '>='} {lo}")
+    if hi is not None and val > hi:
+        raise ConfigError(f"{path}={val} is out of range: it must be <= {hi}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every value a run depends on; raise ConfigError naming the fix."""
+    choices = {
+        "strategy.name": STRATEGIES, "attack.name": ATTACKS, "defense.name": DEFENSES,
+        "dataset.name": DATASETS, "model.name": MODELS, "protocol": PROTOCOLS,
+    }
+    for path, allowed in choices.items():
+        val = OmegaConf.select(cfg, path)
+        if val not in allowed:
+            raise ConfigError(f"unknown {path} '{val}'; choose one of {list(allowed)}")
+    _num(cfg, "seed", 0, integer=True)
+    _num(cfg, "num_rounds", 1, integer=True)
+    _num(cfg, "eval_every", 1, integer=True)
+    _num(cfg, "checkpoint_every", 1, integer=True)
+    _num(cfg, "server_threads", 1, integer=True)
+    _num(cfg, "client_threads", 1, integer=True)
+    _num(cfg, "fed.num_clients", 1, integer=True)
+    _num(cfg, "fed.num_malicious", 0, integer=True)
+    _num(cfg, "fed.batch_size", 1, integer=True)
+    _num(cfg, "fed.local_steps", 1, integer=True)
+    _num(cfg, "fed.client_lr", 0, lo_open=True)
+    _num(cfg, "fed.server_lr", 0, lo_open=True)
+    _num(cfg, "fed.server_momentum", 0, 0.999)
+    _num(cfg, "fed.dirichlet_alpha", 0, lo_open=True)
+    _num(cfg, "fed.round_timeout", 1)
+    if cfg.fed.partition not in ("iid", "dirichlet"):
+        raise ConfigError(f"unknown fed.partition '{cfg.fed.partition}'; choose iid or dirichlet")
+    n, f = int(cfg.fed.num_clients), int(cfg.fed.num_malicious)
+    if f > n:
+        raise ConfigError(f"fed.num_malicious={f} exceeds fed.num_clients={n}; lower num_malicious or add clients")
+    if cfg.attack.name not in ("none", "stream_poison") and f == 0:
+        raise ConfigError(f"attack={cfg.attack.name} needs fed.num_malicious >= 1 (or attack=none)")
+    if cfg.attack.name == "stream_poison":
+        _num(cfg, "attack.victims", 1, integer=True)
+        if cfg.attack.victims > n - f:
+            raise ConfigError(f"attack.victims={cfg.attack.victims} exceeds the {n - f} honest clients")
+    if cfg.attack.name in ("accumulative", "stream_poison"):
+        _num(cfg, "attack.eps", 0, 1, lo_open=True)
+        _num(cfg, "attack.step_size", 0, 1, lo_open=True)
+        _num(cfg, "attack.steps", 1, integer=True)
+        _num(cfg, "attack.gamma", 0)
+    if cfg.attack.name in ("accumulative", "stream_poison", "lambda_update"):
+        _num(cfg, "attack.val_size", 1, integer=True)
+        _num(cfg, "attack.trigger_size", 1, integer=True)
+    if cfg.attack.name == "lambda_update":
+        _num(cfg, "attack.lam", 0, lo_open=True)
+        _num(cfg, "attack.trigger_scale", 0)
+    if cfg.attack.name == "scale":
+        _num(cfg, "attack.factor", 0)
+    if cfg.defense.name in ("dsc", "at"):
+        _num(cfg, "defense.eps", 0, 1, lo_open=True)
+        _num(cfg, "defense.step_size", 0, 1, lo_open=True)
+        _num(cfg, "defense.max_steps", 1, integer=True)
+    if cfg.defense.name == "dsc":
+        _num(cfg, "defense.mu", 0, allow_none=True)
+        _num(cfg, "defense.tau", 0, allow_none=True)
+        if cfg.defense.measure not in ("kl", "js"):
+            raise ConfigError(f"unknown defense.measure '{cfg.defense.measure}'; choose kl or js")
+    if cfg.strategy.name in ("gc", "dgc"):
+        _num(cfg, "strategy.clip_norm", 0, lo_open=True)
+    if cfg.strategy.name == "dgc":
+        _num(cfg, "strategy.mu", 0)
+        _num(cfg, "strategy.tau", 0)
+        _num(cfg, "strategy.probe_size", 1, integer=True)
+        if cfg.strategy.hist not in ("burnin", "lag"):
+            raise ConfigError(f"unknown strategy.hist '{cfg.strategy.hist}'; choose burnin or lag")
+        if cfg.strategy.md_source not in ("server", "client"):
+            raise ConfigError(f"unknown strategy.md_source '{cfg.strategy.md_source}'; choose server or client")
+        _num(cfg, "strategy.hist_lag", 1, integer=True)
+        if cfg.strategy.probe_size > cfg.split.probe:
+            raise ConfigError(f"strategy.probe_size={cfg.strategy.probe_size} exceeds split.probe={cfg.split.probe}")
+    if cfg.strategy.name == "trimmed_mean":
+        _num(cfg, "strategy.beta", 0, 0.499)
+    if cfg.strategy.name == "multikrum":
+        _num(cfg, "strategy.num_to_select", 1, n, integer=True)
+    _num(cfg, "burnin.epochs", 1, integer=True)
+    _num(cfg, "burnin.hist_epoch", 1, cfg.burnin.epochs, integer=True)
+    _num(cfg, "burnin.lr", 0, lo_open=True)
+    _num(cfg, "burnin.batch_size", 1, integer=True)
+    _num(cfg, "burnin.calib_steps", 2, integer=True)
+    _num(cfg, "burnin.calib_quantile", 0, 1)
+    _num(cfg, "split.burnin", 1, integer=True)
+    _num(cfg, "split.probe", 0, integer=True)
+    if cfg.split.probe >= cfg.split.burnin:
+        raise ConfigError("split.probe must be smaller than split.burnin")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"unknown device '{cfg.device}'; choose auto, cpu or cuda")
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def to_json(cfg: DictConfig | dict) -> str:
+    data = cfg if isinstance(cfg, dict) else to_container(cfg)
+    return json.dumps(data, sort_keys=True)
+
+
+def from_json(text: str) -> DictConfig:
+    return OmegaConf.create(json.loads(text))
+
+
+def config_hash(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_run_config(run_config: dict[str, Any]) -> DictConfig:
+    """Build the config from Flower's run config: config-file wins, else experiment + overrides."""
+    path = str(run_config.get("config-file", "") or "")
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config-file {path} does not exist; pass an absolute path written by fl-mdisc run")
+        cfg = OmegaConf.load(p)
+        OmegaConf.set_struct(cfg, False)
+        validate(cfg)
+        return cfg
+    cfg = compose(split_overrides(str(run_config.get("overrides", ""))),
+                  experiment=str(run_config.get("experiment", "") or "") or None)
+    return cfg
+
+
+def resolve_paths(cfg: DictConfig, base: Path | None = None) -> None:
+    """Make data_root, cache_dir and out_dir absolute (Flower's SuperLink has its own cwd)."""
+    base = base or Path.cwd()
+    if cfg.data_root is None:
+        cfg.data_root = os.environ.get("FL_MDISC_DATA") or str(base / "data")
+    if cfg.cache_dir is None:
+        cfg.cache_dir = os.environ.get("FL_MDISC_CACHE") or str(base / ".cache" / "fl-mdisc")
+    cfg.data_root = str(Path(cfg.data_root).expanduser().resolve())
+    cfg.cache_dir = str(Path(cfg.cache_dir).expanduser().resolve())
+    if cfg.out_dir is not None:
+        cfg.out_dir = str(Path(cfg.out_dir).expanduser().resolve())

@@ -1,0 +1,189 @@
+"""Datasets, splits, client partitions and per-client streams.
+
+Data are loaded from a data root (config ``data_root``, else env ``FL_MDISC_DATA``, else ``./data``) in
+either of two layouts:
+
+* the npz layout of ``shared/data``: ``ROOT/<name>/{train,test}.npz`` with ``x`` uint8 (N,H,W[,C]) and
+  ``y`` int64 (N,);
+* torchvision's own layout (``ROOT/cifar-10-batches-py``, ``ROOT/MNIST/raw``).
+
+Where neither exists, torchvision downloads the data if the network is reachable; offline, one
+:class:`DataError` says where to put the files. Pixels stay in [0, 1]; normalisation lives in the model,
+so attack/defence budgets (eps = 0.2) are in raw pixel units as in the official code.
+
+Split (fixed by ``split_seed``, independent of the run seed, so one burn-in serves every seed):
+``burnin_train | probe | pool``: the burn-in trains on ``burnin_train``; the server's DGC probe set is
+``probe`` (clean, disjoint from the test set and from every client); the clients' partitions come from
+``pool``. Streams: a client consumes its partition in batches of B, one fresh batch per round, in an order
+drawn from (seed, partition id, pass), so no sample repeats within a pass and the order survives Ray
+recycling the client's actor.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+_HELP = (
+    "put train.npz/test.npz (x uint8 N,H,W[,C]; y int64) in {root}/{name}/ or torchvision's layout in {root}, "
+    "or point data_root=... / FL_MDISC_DATA at the folder that has them (e.g. ../shared/data)"
+)
+
+
+@dataclass(frozen=True)
+class ArrayDataset:
+    x_train: np.ndarray  # uint8 (N, C, H, W)
+    y_train: np.ndarray  # int64 (N,)
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def _to_nchw(x: np.ndarray) -> np.ndarray:
+    if x.ndim == 3:  # (N, H, W) grayscale
+        x = x[:, None, :, :]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x, dtype=np.uint8)
+
+
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path) as f:
+            x, y = f["x"], f["y"]
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
+        raise DataError(f"cannot read {path} ({exc.__class__.__name__}: {exc}); re-copy the file") from None
+    if x.dtype != np.uint8 or len(x) != len(y):
+        raise DataError(f"{path}: expected x uint8 and len(x) == len(y); got {x.dtype}, {len(x)} vs {len(y)}")
+    return _to_nchw(x), y.astype(np.int64)
+
+
+def _load_torchvision(name: str, root: Path, download: bool) -> ArrayDataset:
+    import torchvision
+
+    cls = {"cifar10": torchvision.datasets.CIFAR10, "mnist": torchvision.datasets.MNIST}[name]
+    tr = cls(str(root), train=True, download=download)
+    te = cls(str(root), train=False, download=download)
+
+    def arr(ds):
+        x = ds.data.numpy() if torch.is_tensor(ds.data) else np.asarray(ds.data)
+        y = ds.targets.numpy() if torch.is_tensor(ds.targets) else np.asarray(ds.targets)
+        return _to_nchw(x), y.astype(np.int64)
+
+    (xtr, ytr), (xte, yte) = arr(tr), arr(te)
+    return ArrayDataset(xtr, ytr, xte, yte)
+
+
+@functools.lru_cache(maxsize=4)
+def load_dataset(name: str, root: str, download: bool = True) -> ArrayDataset:
+    """Load a dataset from ``root`` (npz or torchvision layout); download only where files are missing."""
+    rootp = Path(root)
+    for d in (rootp / name, rootp):
+        if (d / "train.npz").is_file() and (d / "test.npz").is_file():
+            xtr, ytr = _load_npz(d / "train.npz")
+            xte, yte = _load_npz(d / "test.npz")
+            return ArrayDataset(xtr, ytr, xte, yte)
+    tv_marker = {"cifar10": rootp / "cifar-10-batches-py", "mnist": rootp / "MNIST" / "raw"}[name]
+    if tv_marker.exists():
+        try:
+            return _load_torchvision(name, rootp, download=False)
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(f"{name} files under {rootp} are incomplete ({exc}); " + _HELP.format(root=rootp, name=name)) from None
+    if download:
+        try:
+            rootp.mkdir(parents=True, exist_ok=True)
+            return _load_torchvision(name, rootp, download=True)
+        except Exception:  # noqa: BLE001 - offline or refused: fall through to the clear error
+            pass
+    raise DataError(f"{name} not found under {rootp} and it could not be downloaded; " + _HELP.format(root=rootp, name=name))
+
+
+def to_float(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 NCHW -> float32 in [0, 1]."""
+    t = torch.as_tensor(x)
+    return t.float().div_(255.0)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop with ``pad`` zero padding + random horizontal flip, per sample (batched).
+
+    Same distribution as torchvision's ``RandomCrop(H, padding=pad)`` + ``RandomHorizontalFlip()``, drawn
+    from an explicit generator so that a stream batch is reproducible from (seed, partition, round).
+    """
+    n, c, h, w = x.shape
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    flip = torch.rand(n, generator=gen) < 0.5
+    rows = (oy[:, None] + torch.arange(h)[None, :])  # (n, h)
+    cols = (ox[:, None] + torch.arange(w)[None, :])  # (n, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    idx_n = torch.arange(n)[:, None, None]
+    out = xp.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]  # (n, h, w, c)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+@dataclass(frozen=True)
+class Split:
+    burnin_train: np.ndarray
+    probe: np.ndarray
+    pool: np.ndarray
+
+
+def make_split(n_train: int, burnin: int, probe: int, split_seed: int = 0) -> Split:
+    if burnin >= n_train:
+        raise DataError(f"split.burnin={burnin} leaves no data for the clients (train set has {n_train})")
+    perm = np.random.default_rng(split_seed).permutation(n_train)
+    return Split(perm[: burnin - probe], perm[burnin - probe: burnin], perm[burnin:])
+
+
+def partition_pool(pool: np.ndarray, labels: np.ndarray, num_partitions: int, method: str = "iid",
+                   alpha: float = 0.5, seed: int = 0) -> list[np.ndarray]:
+    """Partition the pool among clients: IID (even split of the shuffled pool) or Dirichlet(alpha) by label.
+
+    Dirichlet uses flwr-datasets' ``DirichletPartitioner`` on the pool's labels.
+    """
+    if method == "iid":
+        parts = np.array_split(pool, num_partitions)
+    elif method == "dirichlet":
+        from datasets import Dataset
+        from flwr_datasets.partitioner import DirichletPartitioner
+
+        part = DirichletPartitioner(num_partitions=num_partitions, partition_by="label", alpha=alpha,
+                                    min_partition_size=0, self_balancing=False, seed=seed)
+        part.dataset = Dataset.from_dict({"label": labels[pool].tolist(), "idx": pool.tolist()})
+        parts = [np.asarray(part.load_partition(i)["idx"], dtype=np.int64) for i in range(num_partitions)]
+    else:
+        raise DataError(f"unknown partition method {method!r}; choose iid or dirichlet")
+    return [np.asarray(p, dtype=np.int64) for p in parts]
+
+
+def stream_batch(indices: np.ndarray, batch_size: int, seed: int, partition_id: int, step: int) -> np.ndarray:
+    """The ``step``-th (0-based) batch of a partition's stream.
+
+    Batches within one pass are disjoint (a pass is one permutation of the partition, drawn from
+    (seed, partition_id, pass)); the remainder that does not fill a batch waits for the next pass.
+    """
+    n = len(indices)
+    if n < batch_size:
+        raise DataError(f"partition {partition_id} has {n} samples, fewer than one batch of {batch_size}; "
+                        "use fewer clients or a smaller fed.batch_size")
+    per_pass = n // batch_size
+    pas, pos = divmod(step, per_pass)
+    perm = np.random.default_rng([seed, partition_id, pas, 7919]).permutation(n)
+    return indices[perm[pos * batch_size: (pos + 1) * batch_size]]
+
+
+def attacker_split(indices: np.ndarray, val_size: int, trigger_size: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split the attacker's own partition into (validation, trigger, stream) — never test data."""
+    need = val_size + trigger_size + 1
+    if len(indices) < need:
+        raise DataError(f"the attacker's partition has {len(indices)} samples; it needs at least {need} "
+                        "(attack.val_size + attack.trigger_size + a stream); use fewer clients")
+    perm = np.random.default_rng([seed, 104729]).permutation(indices)
+    return perm[:val_size], perm[val_size: val_size + trigger_size], perm[val_size + trigger_size:]

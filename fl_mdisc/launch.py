@@ -1,0 +1,107 @@
+"""Run one simulation through ``flwr run`` (Flower 1.42 Simulation Runtime on Ray) and check its outcome.
+
+Traps handled here (shared/notes/flower-1.42.md): the SuperLink keeps the environment and working directory
+it started with, so it is started by us with the right environment (runtime dependency installation off,
+project-local FLWR_HOME) from a neutral directory, and stopped again when the run ends or is interrupted;
+``flwr run --stream`` exits 0 on a failed run, so the status comes from ``flwr list --run-id``; the default
+federation has 2 SuperNodes, so the size is always passed explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .errors import FlMdiscError
+
+
+def flwr_env(project: Path, data_root: str | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    home = Path(env.get("FLWR_HOME") or project / ".flwr-home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    env.update({
+        "FLWR_HOME": str(home),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "RAY_DEDUP_LOGS": "0",
+        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+        "PYTHONUNBUFFERED": "1",
+        # flwr starts `flower-superlink` etc. by name: they must come from this interpreter's environment
+        "PATH": str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""),
+    })
+    if data_root:
+        env["FL_MDISC_DATA"] = data_root
+    return env
+
+
+def _flwr_bin() -> str:
+    cand = Path(sys.executable).with_name("flwr")
+    if cand.exists():
+        return str(cand)
+    found = shutil.which("flwr")
+    if not found:
+        raise FlMdiscError("the flwr CLI is not installed; run `make setup`")
+    return found
+
+
+def stop_superlink(env: dict[str, str]) -> None:
+    """Kill the SuperLink (and its SuperExec / simulation / Ray children) that uses this FLWR_HOME."""
+    home = env["FLWR_HOME"]
+    try:
+        out = subprocess.run(["ps", "-eo", "pid,pgid,args"], capture_output=True, text=True).stdout
+    except OSError:
+        return
+    pids = []
+    for line in out.splitlines()[1:]:
+        parts = line.split(None, 2)
+        if len(parts) == 3 and home in parts[2] and ("superlink" in parts[2] or "superexec" in parts[2]
+                                                     or "flwr-simulation" in parts[2]):
+            pids.append(int(parts[0]))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        time.sleep(1.0)
+
+
+def run_flwr(project: Path, config_file: Path, num_clients: int, cpus_per_client: int = 1,
+             gpus_per_client: float = 0.0, data_root: str | None = None, stream: bool = True) -> dict:
+    """Submit the app with ``config-file``, follow its log, return the final status from ``flwr list``."""
+    env = flwr_env(project, data_root)
+    flwr = _flwr_bin()
+    neutral = env["FLWR_HOME"]
+    stop_superlink(env)  # never reuse a SuperLink started with another environment / code
+    fed = f"num-supernodes={num_clients} client-resources-num-cpus={cpus_per_client}"
+    if gpus_per_client:
+        fed += f" client-resources-num-gpus={gpus_per_client}"
+    cmd = [flwr, "run", str(project), "--run-config", f"config-file='{config_file}'",
+           "--federation-config", fed, "--format", "json"]
+    try:
+        sub = subprocess.run(cmd, cwd=neutral, env=env, capture_output=True, text=True, timeout=300)
+        try:
+            run_id = json.loads(sub.stdout)["run-id"]
+        except (ValueError, KeyError):
+            raise FlMdiscError(f"flwr run did not start: {(sub.stdout + sub.stderr).strip()[-800:]}") from None
+        if stream:
+            subprocess.run([flwr, "log", str(run_id), "--stream"], cwd=neutral, env=env)
+        while True:
+            st = subprocess.run([flwr, "list", "--run-id", str(run_id), "--format", "json"], cwd=neutral, env=env,
+                                capture_output=True, text=True)
+            try:
+                info = json.loads(st.stdout)["runs"][0]
+            except (ValueError, KeyError, IndexError):
+                raise FlMdiscError(f"cannot read the status of run {run_id}: {st.stdout.strip()[-400:]}") from None
+            if str(info.get("status", "")).startswith("finished"):
+                return {"run_id": run_id, **info}
+            time.sleep(2.0)
+    finally:
+        stop_superlink(env)

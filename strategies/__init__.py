@@ -1,0 +1,1 @@
+"""Flower server side: GC/DGC clipping wrappers, reply validation, server SGD, and the ServerApp."""

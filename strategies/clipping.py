@@ -1,0 +1,50 @@
+"""Pure helpers for update clipping (no Flower): the maths of GC and DGC.
+
+GC (Pascanu et al. 2013; Pang et al.'s federated harness, L2): for a client update Delta_k = theta_k - theta_t,
+
+    Delta_k <- Delta_k * min(1, C / ||Delta_k||_2).
+
+DGC (our design, DESIGN.md section 5): with MD_k the discrepancy of the GC-clipped model theta_t + Delta_k and
+P_t = mu + tau * t,
+
+    C_k = C * min(1, P_t / MD_k),    Delta_k <- Delta_k * min(1, C_k / ||Delta_k||_2),
+
+and when MD_k <= P_t the GC factor itself is reused (not recomputed), so clean updates are clipped
+bit-identically to GC.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def update_of(reply: list[np.ndarray], current: list[np.ndarray]) -> list[np.ndarray]:
+    return [np.asarray(r, dtype=np.float64) - np.asarray(c, dtype=np.float64) for r, c in zip(reply, current)]
+
+
+def l2_norm(arrays: list[np.ndarray]) -> float:
+    return math.sqrt(sum(float(np.vdot(a, a)) for a in arrays))
+
+
+def gc_factor(norm: float, clip_norm: float) -> float:
+    """min(1, C / ||Delta||)."""
+    return 1.0 if norm <= clip_norm else clip_norm / norm
+
+
+def dgc_bound(clip_norm: float, md: float, P: float) -> float:
+    """C_k = C * min(1, P / MD_k)."""
+    return clip_norm if md <= P else clip_norm * (P / md)
+
+
+def dgc_factor(norm: float, clip_norm: float, md: float, P: float, gc_fac: float) -> float:
+    """Clip factor of DGC: GC's own factor when MD <= P, else min(1, C_k / ||Delta||)."""
+    if md <= P:
+        return gc_fac
+    return gc_factor(norm, dgc_bound(clip_norm, md, P))
+
+
+def apply_factor(current: list[np.ndarray], update: list[np.ndarray], factor: float) -> list[np.ndarray]:
+    """theta_t + factor * Delta, in the dtype of the current model."""
+    return [(c + factor * u).astype(c.dtype) for c, u in zip(current, update)]

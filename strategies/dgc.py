@@ -1,0 +1,81 @@
+"""DGC: Discrepancy-aware Gradient Clipping (our design; Zhu et al., ICML 2023, appendix C.10, Table 13).
+
+The paper names DGC but publishes no code or equations for it; neither official repository implements it.
+This is the rule of DESIGN.md section 5. For each client update Delta_k at round t:
+
+1. GC first: f_k = min(1, C / ||Delta_k||_2).
+2. Discrepancy of the GC-clipped candidate model against a stored *global historical model* theta_hist::
+
+       MD_k = mean_{x in probe} KL( softmax f(x; theta_hist) || softmax f(x; theta_t + f_k Delta_k) )
+
+   on a small server-held clean probe set (FLTrust-style root data, disjoint from the test set), or, with
+   ``md_source=client``, the mean MD that the client reports for its own incoming samples (meaningful when
+   poisoned samples are injected into an honest client's stream).
+3. Threshold P_t = mu + tau * t. If MD_k <= P_t the GC factor f_k is kept as is (bit-identical to GC);
+   otherwise the bound shrinks to C_k = C * P_t / MD_k and Delta_k <- Delta_k * min(1, C_k / ||Delta_k||_2).
+
+theta_hist is either the burn-in historical checkpoint (``hist=burnin``, as DSC's epoch-20 model) or the
+global model ``hist_lag`` rounds ago from a bounded ring buffer (``hist=lag``; theta_start until then).
+Every round logs MD_k, P_t, C_k and whether the update was flagged (MD_k > P_t) for each client.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from logging import INFO
+
+from flwr.common import log
+from flwr.serverapp.strategy import Strategy
+
+from .clipping import apply_factor, dgc_bound, dgc_factor
+from .gc import GradientClipping
+
+
+class DiscrepancyAwareClipping(GradientClipping):
+    """GC whose bound shrinks for updates whose Memorization Discrepancy exceeds P_t = mu + tau * t."""
+
+    def __init__(self, strategy: Strategy, clip_norm: float, mu: float, tau: float,
+                 probe_md: Callable[[list], list[float]] | None = None,
+                 set_hist: Callable[[list], None] | None = None,
+                 md_source: str = "server", hist_lag: int | None = None, round_offset: int = 0) -> None:
+        super().__init__(strategy, clip_norm)
+        if md_source == "server" and probe_md is None:
+            raise ValueError("md_source='server' needs a probe_md callable")
+        self.mu, self.tau = float(mu), float(tau)
+        self.probe_md = probe_md
+        self.set_hist = set_hist
+        self.md_source = md_source
+        self.hist_lag = hist_lag
+        self.round_offset = round_offset
+        self.history: deque = deque(maxlen=(hist_lag + 1) if hist_lag else 1)
+
+    def summary(self) -> None:
+        log(INFO, "\t├── DGC: C=%s, P_t = %s + %s * t, MD from %s", self.clip_norm, self.mu, self.tau, self.md_source)
+        super().summary()
+
+    def threshold(self, server_round: int) -> float:
+        return self.mu + self.tau * (server_round - 1 + self.round_offset)
+
+    def configure_train(self, server_round, arrays, config, grid):
+        msgs = super().configure_train(server_round, arrays, config, grid)
+        if self.hist_lag and self.set_hist is not None:
+            self.history.append(self.current_arrays)
+            self.set_hist(self.history[0])  # the global model hist_lag rounds ago (oldest kept)
+        return msgs
+
+    def clip_factors(self, server_round, items):
+        gc = super().clip_factors(server_round, items)
+        P = self.threshold(server_round)
+        if self.md_source == "server":
+            candidates = [apply_factor(self.current_arrays, upd, fac) for (_p, upd, _m), (fac, _e) in zip(items, gc)]
+            mds = self.probe_md(candidates) if candidates else []
+        else:
+            mds = [float(m.get("md-client", 0.0)) for (_p, _u, m) in items]
+        out = []
+        for (_p, _u, _m), (fac, entry), md in zip(items, gc, mds):
+            new_fac = dgc_factor(entry["norm"], self.clip_norm, md, P, fac)
+            entry.update({"md": float(md), "P": P, "bound": dgc_bound(self.clip_norm, md, P),
+                          "factor": new_fac, "flagged": bool(md > P)})
+            out.append((new_fac, entry))
+        return out

@@ -1,0 +1,268 @@
+"""The ServerApp: burn-in (or cache hit) -> R accumulative rounds -> optional trigger round.
+
+Data flow per round: config + global model -> clients (stream batch -> optional correction -> update) ->
+strategy chain ServerSGD(ReplyValidator([GC|DGC](aggregator))) -> new global model -> centralised test
+accuracy every ``eval_every`` rounds on the full test set. Outputs in ``out_dir``: ``config.yaml`` (resolved),
+``metrics.jsonl`` (one object per evaluated round: ``round``, ``accuracy`` in percent, ...),
+``rounds.jsonl`` (per round: per-client norm/MD/bound/flag, DSC counts, drops, failures),
+``calibration.json`` (burn-in and thresholds in force), ``checkpoint.pt`` (resume) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from logging import INFO
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.common import log
+from flwr.serverapp import Grid, ServerApp
+from omegaconf import OmegaConf
+
+from fl_mdisc.burnin import ensure_burnin, estimate_dsc_threshold, load_model
+from fl_mdisc.config import load_run_config, resolve_paths, to_json
+from fl_mdisc.data import to_float
+from fl_mdisc.errors import ConfigError, FlMdiscError
+from fl_mdisc.experiment import make_plan
+from fl_mdisc.md import ProbeMD
+from fl_mdisc.models import get_params
+from fl_mdisc.train import evaluate
+
+from .factory import build_strategy
+
+app = ServerApp()
+
+
+def _say(text: str) -> None:
+    log(INFO, "[fl-mdisc] %s", text)
+
+
+def wait_for_nodes(grid: Grid, n: int, timeout: float = 120.0) -> list[int]:
+    """Wait until exactly ``n`` SuperNodes are connected; fail clearly instead of hanging forever."""
+    t0, last, stable_since = time.time(), -1, time.time()
+    while True:
+        ids = sorted(grid.get_node_ids())
+        if len(ids) != last:
+            last, stable_since = len(ids), time.time()
+        if len(ids) == n and time.time() - stable_since > 1.0:
+            return ids
+        if len(ids) > n and time.time() - stable_since > 2.0:
+            break
+        if time.time() - t0 > timeout:
+            break
+        time.sleep(0.5)
+    raise ConfigError(f"the federation has {last} SuperNodes but fed.num_clients={n}; run with "
+                      f"--federation-config \"num-supernodes={n}\" (fl-mdisc run does this for you)")
+
+
+class Recorder:
+    """Append-only JSON-lines files; on resume, lines after the checkpoint round are dropped first."""
+
+    def __init__(self, path: Path, keep_until: int | None) -> None:
+        self.path = path
+        if keep_until is not None and path.exists():
+            lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+            kept = [ln for ln in lines if json.loads(ln)["round"] <= keep_until]
+            path.write_text("".join(ln + "\n" for ln in kept))
+        elif keep_until is None and path.exists():
+            path.unlink()
+
+    def write(self, obj: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(obj, sort_keys=True) + "\n")
+
+    def rows(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    try:
+        run(grid, context.run_config)
+    except FlMdiscError as exc:
+        log(INFO, "[fl-mdisc] ERROR: %s", exc)
+        raise RuntimeError(f"fl-mdisc: {exc}") from None
+
+
+def run(grid: Grid, run_config: dict) -> dict:
+    t_start = time.time()
+    cfg = load_run_config(dict(run_config))
+    resolve_paths(cfg)
+    if cfg.out_dir is None:
+        cfg.out_dir = str(Path(cfg.cache_dir).parent.parent / "outputs" / time.strftime("run-%Y%m%d-%H%M%S"))
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(int(cfg.server_threads))
+    dev = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+    n = int(cfg.fed.num_clients)
+
+    _say(f"output folder: {out}")
+    plan = make_plan(cfg)  # loads data: missing files fail here, before any training
+    entry = ensure_burnin(cfg, log=_say)
+    calib = {"burnin": {k: entry["meta"][k] for k in ("hist_accuracy", "start_accuracy", "seconds")},
+             "burnin_dir": entry["dir"]}
+    dsc_mu = dsc_tau = 0.0
+    if cfg.defense.name == "dsc":
+        if cfg.defense.mu is None or cfg.defense.tau is None:
+            est = estimate_dsc_threshold(cfg, entry, log=_say)
+            dsc_mu = est["mu"] if cfg.defense.mu is None else float(cfg.defense.mu)
+            dsc_tau = est["tau"] if cfg.defense.tau is None else float(cfg.defense.tau)
+            calib["dsc_estimate"] = est
+        else:
+            dsc_mu, dsc_tau = float(cfg.defense.mu), float(cfg.defense.tau)
+        calib["dsc"] = {"mu": dsc_mu, "tau": dsc_tau}
+    if cfg.strategy.name == "dgc":
+        calib["dgc"] = {"clip_norm": cfg.strategy.clip_norm, "mu": cfg.strategy.mu, "tau": cfg.strategy.tau}
+    elif cfg.strategy.name == "gc":
+        calib["gc"] = {"clip_norm": cfg.strategy.clip_norm}
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (out / "calibration.json").write_text(json.dumps(calib, indent=1))
+
+    model = load_model(cfg, entry["start"], entry["start_sha"], dev)
+    hist_model = load_model(cfg, entry["hist"], entry["hist_sha"], dev)
+    probe_md = set_hist = None
+    if cfg.strategy.name == "dgc" and cfg.strategy.md_source == "server":
+        probe_x = to_float(plan.ds.x_train[plan.split.probe[: int(cfg.strategy.probe_size)]]).to(dev)
+        prober = ProbeMD(load_model(cfg, entry["start"], entry["start_sha"], dev), probe_x, get_params(hist_model))
+        probe_md, set_hist = prober, prober.set_hist
+    strategy, clip, validator = build_strategy(cfg, probe_md=probe_md, set_hist=set_hist)
+
+    arrays = ArrayRecord(get_params(model))
+    start_round = 1
+    ckpt_path = out / "checkpoint.pt"
+    keep = None
+    if cfg.resume and ckpt_path.exists():
+        try:
+            ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            if ck["cfg_json"] != to_json(_core(cfg)):
+                raise ConfigError(f"{ckpt_path} belongs to a different config; use another out_dir or resume=false")
+            arrays = ArrayRecord(ck["arrays"])
+            strategy.momentum_vector = ck["momentum"]
+            if clip is not None and hasattr(clip, "history") and ck.get("dgc_history") is not None:
+                clip.history.extend(ck["dgc_history"])
+            start_round, keep = ck["round"] + 1, ck["round"]
+            _say(f"resuming from round {ck['round']} ({ckpt_path})")
+        except (KeyError, EOFError, RuntimeError, OSError) as exc:
+            raise ConfigError(f"cannot resume from {ckpt_path} ({exc}); delete it or use resume=false") from None
+    metrics_rec = Recorder(out / "metrics.jsonl", keep)
+    rounds_rec = Recorder(out / "rounds.jsonl", keep)
+
+    wait_for_nodes(grid, n)
+    base_conf = {
+        "cfg-json": to_json(cfg), "start-path": entry["start"], "start-sha": entry["start_sha"],
+        "hist-path": entry["hist"], "hist-sha": entry["hist_sha"], "dsc-mu": float(dsc_mu), "dsc-tau": float(dsc_tau),
+    }
+
+    def evaluate_at(rnd: int, arr: ArrayRecord, phase: str) -> dict:
+        from fl_mdisc.models import set_params
+
+        set_params(model, arr.to_numpy_ndarrays())
+        acc, loss = evaluate(model, plan.ds.x_test, plan.ds.y_test, device=dev)
+        row = {"round": rnd, "accuracy": round(acc, 4), "test_loss": round(loss, 6), "phase": phase,
+               "elapsed_s": round(time.time() - t_start, 2)}
+        metrics_rec.write(row)
+        return row
+
+    if start_round == 1:
+        row = evaluate_at(0, arrays, "start")
+        _say(f"round 0: test accuracy {row['accuracy']:.2f}%")
+    total = int(cfg.num_rounds) + (1 if cfg.trigger else 0)
+    R = int(cfg.num_rounds)
+    for rnd in range(start_round, total + 1):
+        phase = "trigger" if rnd > R else "accumulate"
+        conf = ConfigRecord({**base_conf, "phase": phase})
+        t0 = time.time()
+        msgs = strategy.configure_train(rnd, arrays, conf, grid)
+        replies = list(grid.send_and_receive(msgs, timeout=float(cfg.fed.round_timeout)))
+        failures = [m for m in replies if m.has_error()]
+        new_arrays, _ = strategy.aggregate_train(rnd, replies)
+        if new_arrays is not None:
+            arrays = new_arrays
+        else:
+            _say(f"round {rnd}: no valid reply; the global model is unchanged")
+        rounds_rec.write(_round_row(rnd, phase, replies, clip, validator, plan, failures, new_arrays is None,
+                                    time.time() - t0))
+        if rnd % int(cfg.eval_every) == 0 or rnd == R or rnd > R:
+            row = evaluate_at(rnd, arrays, phase)
+            eta = (time.time() - t_start) / max(1, rnd - start_round + 1) * (total - rnd)
+            _say(f"round {rnd}/{total} ({phase}): test accuracy {row['accuracy']:.2f}%  "
+                 f"[{time.time() - t_start:.0f}s elapsed, ETA {eta:.0f}s]")
+        if rnd % int(cfg.checkpoint_every) == 0 or rnd == total:
+            torch.save({"round": rnd, "arrays": arrays.to_numpy_ndarrays(), "momentum": strategy.momentum_vector,
+                        "dgc_history": list(getattr(clip, "history", []) or []) or None,
+                        "cfg_json": to_json(_core(cfg))}, ckpt_path)
+
+    summary = summarize(metrics_rec.rows(), rounds_rec.rows(), cfg)
+    summary["wall_s"] = round(time.time() - t_start, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    _say("summary: " + json.dumps({k: v for k, v in summary.items() if k != "detection"}))
+    _say(f"results in {out}")
+    return summary
+
+
+def _core(cfg):
+    """The config minus keys that may change between an interrupted run and its resume."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    for k in ("resume", "out_dir", "server_threads", "client_threads"):
+        c.pop(k, None)
+    return c
+
+
+def _round_row(rnd, phase, replies, clip, validator, plan, failures, unchanged, seconds) -> dict:
+    clients = {}
+    for m in replies:
+        if m.has_error() or len(m.content.metric_records) != 1:
+            continue
+        met = next(iter(m.content.metric_records.values()))
+        pid = int(met.get("partition-id", -1))
+        clients[pid] = {"partition-id": pid, "malicious": pid in plan.malicious,
+                        **{k: met[k] for k in ("md-client", "dsc-corrected", "dsc-steps", "poisoned", "train-loss")
+                           if k in met}}
+    for e in (clip.client_log if clip is not None else []):
+        clients.setdefault(e["partition-id"], {"partition-id": e["partition-id"]}).update(
+            {k: (round(v, 8) if isinstance(v, float) else v) for k, v in e.items()})
+    return {"round": rnd, "phase": phase, "clients": [clients[k] for k in sorted(clients)],
+            "dropped": validator.dropped, "failures": len(failures), "unchanged": bool(unchanged),
+            "seconds": round(seconds, 3)}
+
+
+def summarize(metrics: list[dict], rounds: list[dict], cfg) -> dict:
+    from fl_mdisc.md import auroc
+
+    acc = {r["round"]: r["accuracy"] for r in metrics}
+    R = int(cfg.num_rounds)
+    s = {"strategy": cfg.strategy.name, "attack": cfg.attack.name, "defense": cfg.defense.name,
+         "protocol": cfg.protocol, "preset": cfg.get("preset_name"), "seed": int(cfg.seed),
+         "accuracy_start": acc.get(0), "accuracy_final": acc.get(R),
+         "mean_accuracy": round(float(np.mean([v for k, v in acc.items() if 1 <= k <= R])), 4) if any(1 <= k <= R for k in acc) else None,
+         "dropped_replies": sum(len(r["dropped"]) for r in rounds), "failures": sum(r["failures"] for r in rounds)}
+    if cfg.trigger and (R + 1) in acc:
+        s["accuracy_after_trigger"] = acc[R + 1]
+        s["trigger_drop"] = round(acc[R] - acc[R + 1], 4)
+    mal, hon = [], []
+    tp = fp = fn = 0
+    for r in rounds:
+        for c in r["clients"]:
+            if "md" not in c:
+                continue
+            (mal if c.get("malicious") else hon).append(c["md"])
+            if c.get("flagged") and c.get("malicious"):
+                tp += 1
+            elif c.get("flagged"):
+                fp += 1
+            elif c.get("malicious"):
+                fn += 1
+    if mal or hon:
+        s["detection"] = {"auroc": auroc(mal, hon) if mal and hon else None,
+                          "precision": tp / (tp + fp) if tp + fp else None,
+                          "recall": tp / (tp + fn) if tp + fn else None,
+                          "flagged_honest": fp, "flagged_malicious": tp}
+    dsc = [c.get("dsc-corrected", 0) for r in rounds for c in r["clients"]]
+    if cfg.defense.name in ("dsc", "at"):
+        s["dsc_corrected_samples"] = int(sum(dsc))
+    return s

@@ -1,0 +1,71 @@
+"""Reply validation: a hostile or broken reply never reaches the global model.
+
+Every train reply is checked before any other wrapper sees it; a reply is dropped (and counted, with its
+partition id and reason) when it is an error reply, lacks exactly one ArrayRecord/MetricRecord, lacks a
+``partition-id`` or a finite positive ``num-examples`` (at most ``max_examples``), has the wrong number,
+shapes or dtypes of arrays, or holds NaN/Inf. Absurd norms are left to the clipping in force (GC/DGC).
+Valid replies are sorted by partition id so that aggregation is deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+from flwr.app import Message
+
+from .base import StrategyWrapper
+
+
+def check_reply(msg: Message, current: list[np.ndarray], max_examples: int) -> str | None:
+    """Return None for a valid reply, else the reason it must be dropped."""
+    if msg.has_error():
+        return f"client error: {msg.error.reason}"
+    content = msg.content
+    if len(content.array_records) != 1 or len(content.metric_records) != 1:
+        return "reply must hold exactly one ArrayRecord and one MetricRecord"
+    metrics = next(iter(content.metric_records.values()))
+    n = metrics.get("num-examples")
+    if n is None or isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) or n <= 0 or n > max_examples:
+        return f"bad num-examples {n!r}"
+    if "partition-id" not in metrics:
+        return "missing partition-id"
+    try:
+        arrays = next(iter(content.array_records.values())).to_numpy_ndarrays()
+    except Exception as exc:  # noqa: BLE001
+        return f"unreadable arrays ({exc.__class__.__name__})"
+    if len(arrays) != len(current):
+        return f"wrong number of arrays ({len(arrays)} != {len(current)})"
+    for a, c in zip(arrays, current):
+        if a.shape != c.shape:
+            return f"wrong shape {a.shape} != {c.shape}"
+        if a.dtype != c.dtype:
+            return f"wrong dtype {a.dtype} != {c.dtype}"
+        if not np.isfinite(a).all():
+            return "non-finite values (NaN/Inf)"
+    return None
+
+
+class ReplyValidator(StrategyWrapper):
+    def __init__(self, strategy, max_examples: int = 10**7) -> None:
+        super().__init__(strategy)
+        self.max_examples = max_examples
+        self.dropped: list[dict] = []
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+        self.dropped = []
+        valid = []
+        for msg in replies:
+            reason = check_reply(msg, self.current_arrays, self.max_examples)
+            if reason is None:
+                valid.append(msg)
+            else:
+                pid = -1
+                if not msg.has_error() and len(msg.content.metric_records) == 1:
+                    pid = int(next(iter(msg.content.metric_records.values())).get("partition-id", -1))
+                self.dropped.append({"partition-id": pid, "reason": reason})
+        valid.sort(key=lambda m: int(next(iter(m.content.metric_records.values()))["partition-id"]))
+        if not valid:
+            return None, None
+        return self.strategy.aggregate_train(server_round, valid)
