@@ -54,13 +54,17 @@ def compose(overrides: list[str] | None = None, experiment: str | None = None) -
                 f"unknown experiment '{experiment}'; choose one of {_group_options('experiment')}"
             )
         overrides = [f"experiment={experiment}"] + overrides
+    fixed = []
     for ov in overrides:
         key = ov.split("=", 1)[0].lstrip("+~")
         if key in ("strategy", "attack", "defense", "dataset", "model", "preset", "experiment"):
-            val = ov.split("=", 1)[1] if "=" in ov else ""
+            val = (ov.split("=", 1)[1] if "=" in ov else "").strip("'\"")
             opts = _group_options(key)
             if val not in opts:
                 raise ConfigError(f"unknown {key} '{val}'; choose one of {opts}")
+            ov = f"{ov.split('=', 1)[0]}='{val}'"  # quoted: hydra would read attack=nan as a float
+        fixed.append(ov)
+    overrides = fixed
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):

@@ -107,7 +107,9 @@ def at_correct(model, x, y, eps: float = 0.2, step_size: float = 0.02, max_steps
         out = model(x_adv)
         loss = F.cross_entropy(out, y)
         if kl_weight:
-            loss = loss + kl_weight * F.kl_div(F.log_softmax(out, dim=1), p_nat, reduction="mean")
+            # KLDivLoss(reduction='mean') of the official code: mean over batch x classes
+            kl = p_nat * (p_nat.clamp_min(1e-30).log() - F.log_softmax(out, dim=1))
+            loss = loss + kl_weight * kl.mean()
         (g,) = torch.autograd.grad(loss, x_adv)
         x_adv = _project(x_adv.detach() - step_size * g.sign(), x, eps)
     return x_adv.detach()

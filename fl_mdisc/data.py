@@ -22,6 +22,7 @@ recycling the client's actor.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def load_dataset(name: str, root: str, download: bool = True) -> ArrayDataset:
             return _load_torchvision(name, rootp, download=False)
         except Exception as exc:  # noqa: BLE001
             raise DataError(f"{name} files under {rootp} are incomplete ({exc}); " + _HELP.format(root=rootp, name=name)) from None
-    if download:
+    if download and not os.environ.get("FL_MDISC_OFFLINE"):
         try:
             rootp.mkdir(parents=True, exist_ok=True)
             return _load_torchvision(name, rootp, download=True)

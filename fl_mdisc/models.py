@@ -22,9 +22,12 @@ class _Normalize(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.channels_last = False
 
     def forward(self, x):
-        return (x - self.mean) / self.std
+        x = (x - self.mean) / self.std
+        # channels_last activations roughly halve CPU conv time when the weights are channels_last too
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
 class SmallCNN(nn.Module):
@@ -108,6 +111,7 @@ def build_model(model_cfg, dataset_cfg) -> nn.Module:
         raise ValueError(f"unknown model {name!r}")
     if model_cfg.get("channels_last", False):
         model = model.to(memory_format=torch.channels_last)
+        model.norm.channels_last = True
     return model
 
 

@@ -6,7 +6,11 @@ This is the rule of DESIGN.md section 5. For each client update Delta_k at round
 1. GC first: f_k = min(1, C / ||Delta_k||_2).
 2. Discrepancy of the GC-clipped candidate model against a stored *global historical model* theta_hist::
 
-       MD_k = mean_{x in probe} KL( softmax f(x; theta_hist) || softmax f(x; theta_t + f_k Delta_k) )
+       MD_k = mean_{x in probe} KL( softmax f(x; theta_hist) || softmax f(x; theta_t + eta f_k Delta_k) )
+
+   where eta is the server learning rate (``step_scale``): the candidate is the model the server would
+   reach if this update alone were the aggregate (without momentum). With raw-gradient updates (client lr 1)
+   and eta = 0.1, measuring at theta_t + Delta_k instead would judge a step 10x larger than any the server takes.
 
    on a small server-held clean probe set (FLTrust-style root data, disjoint from the test set), or, with
    ``md_source=client``, the mean MD that the client reports for its own incoming samples (meaningful when
@@ -38,7 +42,8 @@ class DiscrepancyAwareClipping(GradientClipping):
     def __init__(self, strategy: Strategy, clip_norm: float, mu: float, tau: float,
                  probe_md: Callable[[list], list[float]] | None = None,
                  set_hist: Callable[[list], None] | None = None,
-                 md_source: str = "server", hist_lag: int | None = None, round_offset: int = 0) -> None:
+                 md_source: str = "server", hist_lag: int | None = None, round_offset: int = 0,
+                 step_scale: float = 1.0) -> None:
         super().__init__(strategy, clip_norm)
         if md_source == "server" and probe_md is None:
             raise ValueError("md_source='server' needs a probe_md callable")
@@ -48,6 +53,7 @@ class DiscrepancyAwareClipping(GradientClipping):
         self.md_source = md_source
         self.hist_lag = hist_lag
         self.round_offset = round_offset
+        self.step_scale = float(step_scale)
         self.history: deque = deque(maxlen=(hist_lag + 1) if hist_lag else 1)
 
     def summary(self) -> None:
@@ -68,7 +74,7 @@ class DiscrepancyAwareClipping(GradientClipping):
         gc = super().clip_factors(server_round, items)
         P = self.threshold(server_round)
         if self.md_source == "server":
-            candidates = [apply_factor(self.current_arrays, upd, fac) for (_p, upd, _m), (fac, _e) in zip(items, gc)]
+            candidates = [apply_factor(self.current_arrays, upd, self.step_scale * fac) for (_p, upd, _m), (fac, _e) in zip(items, gc)]
             mds = self.probe_md(candidates) if candidates else []
         else:
             mds = [float(m.get("md-client", 0.0)) for (_p, _u, m) in items]

@@ -151,6 +151,7 @@ def run(grid: Grid, run_config: dict) -> dict:
             raise ConfigError(f"cannot resume from {ckpt_path} ({exc}); delete it or use resume=false") from None
     metrics_rec = Recorder(out / "metrics.jsonl", keep)
     rounds_rec = Recorder(out / "rounds.jsonl", keep)
+    timing_rec = Recorder(out / "timing.jsonl", keep)
 
     wait_for_nodes(grid, n)
     base_conf = {
@@ -163,16 +164,17 @@ def run(grid: Grid, run_config: dict) -> dict:
 
         set_params(model, arr.to_numpy_ndarrays())
         acc, loss = evaluate(model, plan.ds.x_test, plan.ds.y_test, device=dev)
-        row = {"round": rnd, "accuracy": round(acc, 4), "test_loss": round(loss, 6), "phase": phase,
-               "elapsed_s": round(time.time() - t_start, 2)}
-        metrics_rec.write(row)
+        row = {"round": rnd, "accuracy": round(acc, 4), "test_loss": round(loss, 6), "phase": phase}
+        metrics_rec.write(row)  # deterministic content only: same config + seed -> bit-identical file
         return row
 
+    R = int(cfg.num_rounds)
+    total = R + (1 if cfg.trigger else 0)
     if start_round == 1:
         row = evaluate_at(0, arrays, "start")
         _say(f"round 0: test accuracy {row['accuracy']:.2f}%")
-    total = int(cfg.num_rounds) + (1 if cfg.trigger else 0)
-    R = int(cfg.num_rounds)
+    if start_round > total:
+        _say("this output folder already holds a complete run; summarising it")
     for rnd in range(start_round, total + 1):
         phase = "trigger" if rnd > R else "accumulate"
         conf = ConfigRecord({**base_conf, "phase": phase})
@@ -185,17 +187,20 @@ def run(grid: Grid, run_config: dict) -> dict:
             arrays = new_arrays
         else:
             _say(f"round {rnd}: no valid reply; the global model is unchanged")
-        rounds_rec.write(_round_row(rnd, phase, replies, clip, validator, plan, failures, new_arrays is None,
-                                    time.time() - t0))
+        rounds_rec.write(_round_row(rnd, phase, replies, clip, validator, plan, failures, new_arrays is None))
+        timing_rec.write({"round": rnd, "seconds": round(time.time() - t0, 3), "clients": _client_seconds(replies)})
         if rnd % int(cfg.eval_every) == 0 or rnd == R or rnd > R:
             row = evaluate_at(rnd, arrays, phase)
             eta = (time.time() - t_start) / max(1, rnd - start_round + 1) * (total - rnd)
             _say(f"round {rnd}/{total} ({phase}): test accuracy {row['accuracy']:.2f}%  "
                  f"[{time.time() - t_start:.0f}s elapsed, ETA {eta:.0f}s]")
-        if rnd % int(cfg.checkpoint_every) == 0 or rnd == total:
+        if rnd % int(cfg.checkpoint_every) == 0 or rnd == total or rnd == cfg.stop_after:
             torch.save({"round": rnd, "arrays": arrays.to_numpy_ndarrays(), "momentum": strategy.momentum_vector,
                         "dgc_history": list(getattr(clip, "history", []) or []) or None,
                         "cfg_json": to_json(_core(cfg))}, ckpt_path)
+        if cfg.stop_after is not None and rnd == int(cfg.stop_after):
+            _say(f"stopping after round {rnd} (stop_after); rerun the same command to resume")
+            return {"stopped_after": rnd}
 
     summary = summarize(metrics_rec.rows(), rounds_rec.rows(), cfg)
     summary["wall_s"] = round(time.time() - t_start, 1)
@@ -208,12 +213,23 @@ def run(grid: Grid, run_config: dict) -> dict:
 def _core(cfg):
     """The config minus keys that may change between an interrupted run and its resume."""
     c = OmegaConf.to_container(cfg, resolve=True)
-    for k in ("resume", "out_dir", "server_threads", "client_threads"):
+    for k in ("resume", "out_dir", "server_threads", "client_threads", "stop_after"):
         c.pop(k, None)
     return c
 
 
-def _round_row(rnd, phase, replies, clip, validator, plan, failures, unchanged, seconds) -> dict:
+def _client_seconds(replies) -> dict:
+    out = {}
+    for m in replies:
+        if m.has_error() or len(m.content.metric_records) != 1:
+            continue
+        met = next(iter(m.content.metric_records.values()))
+        if "seconds" in met and "partition-id" in met:
+            out[str(int(met["partition-id"]))] = round(float(met["seconds"]), 3)
+    return out
+
+
+def _round_row(rnd, phase, replies, clip, validator, plan, failures, unchanged) -> dict:
     clients = {}
     for m in replies:
         if m.has_error() or len(m.content.metric_records) != 1:
@@ -227,8 +243,7 @@ def _round_row(rnd, phase, replies, clip, validator, plan, failures, unchanged, 
         clients.setdefault(e["partition-id"], {"partition-id": e["partition-id"]}).update(
             {k: (round(v, 8) if isinstance(v, float) else v) for k, v in e.items()})
     return {"round": rnd, "phase": phase, "clients": [clients[k] for k in sorted(clients)],
-            "dropped": validator.dropped, "failures": len(failures), "unchanged": bool(unchanged),
-            "seconds": round(seconds, 3)}
+            "dropped": validator.dropped, "failures": len(failures), "unchanged": bool(unchanged)}
 
 
 def summarize(metrics: list[dict], rounds: list[dict], cfg) -> dict:

@@ -1,0 +1,152 @@
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord
+from flwr.serverapp.strategy import FedAvg, FedAvgM
+
+from strategies.clipping import dgc_bound, dgc_factor, gc_factor, l2_norm
+from strategies.dgc import DiscrepancyAwareClipping
+from strategies.gc import GradientClipping
+from strategies.server_opt import ServerSGD
+from strategies.validate import ReplyValidator
+
+from .flwr_helpers import prime, reply
+
+
+def fedavg():
+    return FedAvg(fraction_evaluate=0.0, min_available_nodes=2, min_train_nodes=2)
+
+
+class TestClippingMaths:
+    def test_gc_factor(self):
+        assert gc_factor(5.0, 1.0) == pytest.approx(0.2)
+        assert gc_factor(0.5, 1.0) == 1.0
+
+    def test_dgc_bound_and_factor(self):
+        assert dgc_bound(2.0, md=0.5, P=1.0) == 2.0
+        assert dgc_bound(2.0, md=4.0, P=1.0) == pytest.approx(0.5)
+        assert dgc_factor(1.0, 2.0, md=0.5, P=1.0, gc_fac=0.123) == 0.123  # reuse GC's factor
+        assert dgc_factor(1.0, 2.0, md=4.0, P=1.0, gc_fac=1.0) == pytest.approx(0.5)
+
+
+class TestGC:
+    def test_hand_made_replies(self):
+        s = GradientClipping(fedavg(), clip_norm=1.0)
+        prime(s, [np.zeros(3)])
+        arrays, _ = s.aggregate_train(1, [reply([[3, 4, 0]], 0), reply([[0.3, 0.4, 0]], 1)])
+        np.testing.assert_allclose(arrays.to_numpy_ndarrays()[0], [0.45, 0.6, 0.0], rtol=1e-6)
+        assert [e["factor"] for e in s.client_log] == pytest.approx([0.2, 1.0])
+
+    def test_relative_to_global_model(self):
+        s = GradientClipping(fedavg(), clip_norm=1.0)
+        prime(s, [np.array([1.0, 1.0])])
+        arrays, _ = s.aggregate_train(1, [reply([[1 + 6, 1 + 8]], 0), reply([[1, 1]], 1)])
+        np.testing.assert_allclose(arrays.to_numpy_ndarrays()[0], [1 + 0.3, 1 + 0.4], rtol=1e-6)
+
+
+class TestDGC:
+    def _dgc(self, mds, P=1.0, C=1.0, step_scale=1.0):
+        calls = []
+
+        def probe(cands):
+            calls.append([c[0].copy() for c in cands])
+            return list(mds)
+
+        s = DiscrepancyAwareClipping(fedavg(), C, mu=P, tau=0.0, probe_md=probe, step_scale=step_scale)
+        return s, calls
+
+    def test_equals_gc_when_md_below_threshold(self):
+        ups = [reply([[3, 4, 0]], 0), reply([[0.3, 0.4, 0]], 1)]
+        gc = GradientClipping(fedavg(), 1.0)
+        prime(gc, [np.zeros(3)])
+        a_gc = gc.aggregate_train(1, ups)[0].to_numpy_ndarrays()[0]
+        dgc, _ = self._dgc([0.2, 0.9])
+        prime(dgc, [np.zeros(3)])
+        ups = [reply([[3, 4, 0]], 0), reply([[0.3, 0.4, 0]], 1)]
+        a_dgc = dgc.aggregate_train(1, ups)[0].to_numpy_ndarrays()[0]
+        assert np.array_equal(a_gc, a_dgc)  # bit-identical
+        assert not any(e["flagged"] for e in dgc.client_log)
+
+    def test_shrinks_bound_when_md_exceeds_threshold(self):
+        dgc, calls = self._dgc([4.0, 0.5], P=1.0, C=1.0, step_scale=0.1)
+        prime(dgc, [np.zeros(3)])
+        arrays, _ = dgc.aggregate_train(1, [reply([[3, 4, 0]], 0), reply([[0.3, 0.4, 0]], 1)])
+        # client 0: GC-clipped to norm 1, MD 4 > P=1 -> bound C*P/MD = 0.25 -> update [0.15, 0.2, 0]
+        np.testing.assert_allclose(arrays.to_numpy_ndarrays()[0], [(0.15 + 0.3) / 2, (0.2 + 0.4) / 2, 0], rtol=1e-6)
+        log = {e["partition-id"]: e for e in dgc.client_log}
+        assert log[0]["flagged"] and log[0]["bound"] == pytest.approx(0.25)
+        assert not log[1]["flagged"] and log[1]["bound"] == 1.0
+        # MD measured on theta_t + eta * (GC-clipped update)
+        np.testing.assert_allclose(calls[0][0], [0.06, 0.08, 0.0], rtol=1e-6)
+
+    def test_threshold_grows_with_rounds(self):
+        s = DiscrepancyAwareClipping(fedavg(), 1.0, mu=0.5, tau=0.02, probe_md=lambda c: [0.0] * len(c))
+        assert s.threshold(1) == pytest.approx(0.5)
+        assert s.threshold(11) == pytest.approx(0.7)
+
+    def test_client_reported_md(self):
+        s = DiscrepancyAwareClipping(fedavg(), 10.0, mu=1.0, tau=0.0, md_source="client")
+        prime(s, [np.zeros(2)])
+        s.aggregate_train(1, [reply([[1, 0]], 0, extra={"md-client": 4.0}), reply([[0, 1]], 1, extra={"md-client": 0.1})])
+        log = {e["partition-id"]: e for e in s.client_log}
+        assert log[0]["flagged"] and log[0]["factor"] == 1.0  # bound 2.5 still exceeds the norm 1
+        assert log[0]["bound"] == pytest.approx(2.5)
+        assert not log[1]["flagged"]
+
+
+class TestServerSGD:
+    def test_equals_flower_fedavgm(self):
+        rng = np.random.default_rng(0)
+        theta = [rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)]
+        ours = ServerSGD(fedavg(), lr=0.1, momentum=0.9)
+        ref = FedAvgM(fraction_evaluate=0.0, min_available_nodes=2, min_train_nodes=2, server_learning_rate=0.1,
+                      server_momentum=0.9)
+        ref.current_arrays = ArrayRecord([t.copy() for t in theta])
+        cur = theta
+        for rnd in range(1, 4):
+            ups = [[t + rng.normal(size=t.shape).astype(np.float32) for t in cur] for _ in range(2)]
+            prime(ours, cur)
+            a1 = ours.aggregate_train(rnd, [reply(u, i) for i, u in enumerate(ups)])[0].to_numpy_ndarrays()
+            a2 = ref.aggregate_train(rnd, [reply(u, i) for i, u in enumerate(ups)])[0].to_numpy_ndarrays()
+            for x, y in zip(a1, a2):
+                np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+            cur = a1
+
+
+class TestReplyValidator:
+    def _run(self, replies):
+        v = ReplyValidator(fedavg())
+        prime(v, [np.zeros(3), np.zeros(2)])
+        out, _ = v.aggregate_train(1, replies)
+        return v, out
+
+    @pytest.mark.parametrize("bad,reason", [
+        (lambda: reply([[np.nan, 0, 0], [0, 0]], 1), "non-finite"),
+        (lambda: reply([[np.inf, 0, 0], [0, 0]], 1), "non-finite"),
+        (lambda: reply([[0, 0, 0]], 1), "wrong number"),
+        (lambda: reply([[0, 0, 0, 0], [0, 0]], 1), "wrong shape"),
+        (lambda: reply([[0, 0, 0], [0, 0]], 1, dtype=np.float64), "wrong dtype"),
+        (lambda: reply([[0, 0, 0], [0, 0]], 1, num_examples=-5), "num-examples"),
+        (lambda: reply([[0, 0, 0], [0, 0]], 1, num_examples=10**9), "num-examples"),
+    ])
+    def test_hostile_reply_dropped_counted_and_model_unchanged(self, bad, reason):
+        good = reply([[1, 2, 3], [4, 5]], 0)
+        v, out = self._run([bad(), good])
+        assert len(v.dropped) == 1 and reason in v.dropped[0]["reason"] and v.dropped[0]["partition-id"] == 1
+        np.testing.assert_allclose(out.to_numpy_ndarrays()[0], [1, 2, 3])
+
+    def test_all_dropped_gives_no_update(self):
+        v, out = self._run([reply([[np.nan, 0, 0], [0, 0]], 0)])
+        assert out is None and len(v.dropped) == 1
+
+    def test_sorted_by_partition(self):
+        seen = []
+
+        class Spy(FedAvg):
+            def aggregate_train(self, rnd, replies):
+                seen.extend(int(m.content["metrics"]["partition-id"]) for m in replies)
+                return super().aggregate_train(rnd, replies)
+
+        v = ReplyValidator(Spy(fraction_evaluate=0.0))
+        prime(v, [np.zeros(1)])
+        v.aggregate_train(1, [reply([[1]], 2), reply([[1]], 0), reply([[1]], 1)])
+        assert seen == [0, 1, 2]
