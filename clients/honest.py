@@ -37,6 +37,7 @@ def train_honest(cfg_json: str, params: list, conf, pid: int) -> tuple[list, dic
     t0 = time.time()
     cfg = runtime.config(cfg_json)
     plan = runtime.plan(cfg_json)
+    torch.set_num_threads(int(cfg.client_threads))  # the actor may have run the attacker before
     rnd, phase = int(conf["server-round"]), str(conf["phase"])
     model = runtime.model_from(cfg_json, str(conf["start-path"]), str(conf["start-sha"]))
     set_params(model, params)

@@ -45,6 +45,7 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
         metrics["poisoned"] = 1
         return new, metrics
     plan = runtime.plan(cfg_json)
+    torch.set_num_threads(int(cfg.get("attacker_threads", cfg.client_threads)))
     rnd, phase = int(conf["server-round"]), str(conf["phase"])
     model = runtime.model_from(cfg_json, str(conf["start-path"]), str(conf["start-sha"]))
     set_params(model, params)

@@ -42,11 +42,22 @@ def prepare(overrides: list[str], tag: str | None = None):
     return cfg, path
 
 
+def warm_burnin(cfg) -> None:
+    """Train (or verify) the burn-in cache here, before Ray starts, so that it runs on otherwise idle cores."""
+    import torch
+
+    from .burnin import ensure_burnin
+
+    torch.set_num_threads(int(cfg.server_threads))
+    ensure_burnin(cfg, log=lambda m: print(f"fl-mdisc: {m}", flush=True))
+
+
 def cmd_run(args) -> int:
     from .launch import run_flwr
 
     cfg, path = prepare(args.overrides)
     print(f"fl-mdisc: output folder {cfg.out_dir}", flush=True)
+    warm_burnin(cfg)
     gpus = 0.0
     if cfg.device != "cpu":
         import torch
@@ -66,6 +77,48 @@ def cmd_run(args) -> int:
     return 0
 
 
+def fit_calibration(out_dir: str | Path) -> dict:
+    """Fit C (median honest update norm at theta_start) and P_t = mu + tau * t (honest MD_k) from a clean run."""
+    import numpy as np
+
+    from .md import fit_threshold
+
+    rows = [json.loads(line) for line in open(Path(out_dir) / "rounds.jsonl")]
+    rows = [r for r in rows if r["phase"] == "accumulate"]
+    first = [c["norm"] for c in rows[0]["clients"] if not c.get("malicious") and "norm" in c]
+    steps, mds = [], []
+    for r in rows:
+        for c in r["clients"]:
+            if not c.get("malicious") and "md" in c:
+                steps.append(r["round"] - 1)
+                mds.append(c["md"])
+    if not first or not mds:
+        raise FlMdiscError(f"{out_dir}/rounds.jsonl has no per-client DGC log; calibrate with strategy=dgc")
+    mu, tau = fit_threshold(steps, mds)
+    return {"clip_norm": float(np.median(first)), "clip_norm_p10": float(np.percentile(first, 10)),
+            "clip_norm_p90": float(np.percentile(first, 90)), "mu": mu, "tau": tau, "rounds": len(rows),
+            "honest_md_mean": float(np.mean(mds)), "source": str(out_dir)}
+
+
+def cmd_calibrate(args) -> int:
+    """Run the clean scenario with DGC logging only (no clipping changes), then fit C, mu and tau."""
+    from .launch import run_flwr
+
+    forced = ["attack=none", "strategy=dgc", "strategy.mu=1e9", "strategy.tau=0", "trigger=false"]
+    cfg, path = prepare(args.overrides + forced, tag="calibrate")
+    if not args.fit_only:
+        warm_burnin(cfg)
+        status = run_flwr(project_dir(), path, int(cfg.fed.num_clients), int(cfg.client_threads), 0.0,
+                          cfg.data_root, stream=not args.quiet)
+        if status.get("status") != "finished:completed":
+            raise FlMdiscError(f"the calibration run did not complete ({status.get('status')})")
+    fit = fit_calibration(cfg.out_dir)
+    (Path(cfg.out_dir) / "calibration_fit.json").write_text(json.dumps(fit, indent=1))
+    print(json.dumps(fit, indent=1))
+    print(f"preset values: calib.clip_norm={fit['clip_norm']:.3g} calib.mu={fit['mu']:.4g} calib.tau={fit['tau']:.4g}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fl-mdisc", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -73,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*")
     p.add_argument("--quiet", action="store_true", help="do not stream the simulation log")
     p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("calibrate", help="clean run + fit of the GC bound C and the DGC threshold (mu, tau)")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--fit-only", action="store_true", help="only fit from an existing out_dir=... run")
+    p.set_defaults(fn=cmd_calibrate)
     p = sub.add_parser("show", help="print the composed, validated config")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(fn=lambda a: print(OmegaConf.to_yaml(compose(a.overrides))) or 0)

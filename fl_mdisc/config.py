@@ -141,6 +141,7 @@ def validate(cfg: DictConfig) -> None:
     _num(cfg, "checkpoint_every", 1, integer=True)
     _num(cfg, "server_threads", 1, integer=True)
     _num(cfg, "client_threads", 1, integer=True)
+    _num(cfg, "attacker_threads", 1, integer=True)
     _num(cfg, "fed.num_clients", 1, integer=True)
     _num(cfg, "fed.num_malicious", 0, integer=True)
     _num(cfg, "fed.batch_size", 1, integer=True)

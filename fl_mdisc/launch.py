@@ -52,10 +52,13 @@ def _flwr_bin() -> str:
 
 
 def stop_superlink(env: dict[str, str]) -> None:
-    """Kill the SuperLink (and its SuperExec / simulation / Ray children) that uses this FLWR_HOME."""
+    """Kill the SuperLink (and its SuperExec / simulation / Ray children) that uses this FLWR_HOME.
+
+    ``ps -ww``: without it ps cuts the command line at $COLUMNS (pytest sets it), hiding the FLWR_HOME path.
+    """
     home = env["FLWR_HOME"]
     try:
-        out = subprocess.run(["ps", "-eo", "pid,pgid,args"], capture_output=True, text=True).stdout
+        out = subprocess.run(["ps", "-ww", "-eo", "pid,pgid,args"], capture_output=True, text=True).stdout
     except OSError:
         return
     pids = []

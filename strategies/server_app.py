@@ -175,6 +175,7 @@ def run(grid: Grid, run_config: dict) -> dict:
         _say(f"round 0: test accuracy {row['accuracy']:.2f}%")
     if start_round > total:
         _say("this output folder already holds a complete run; summarising it")
+    t_rounds = time.time()
     for rnd in range(start_round, total + 1):
         phase = "trigger" if rnd > R else "accumulate"
         conf = ConfigRecord({**base_conf, "phase": phase})
@@ -191,7 +192,7 @@ def run(grid: Grid, run_config: dict) -> dict:
         timing_rec.write({"round": rnd, "seconds": round(time.time() - t0, 3), "clients": _client_seconds(replies)})
         if rnd % int(cfg.eval_every) == 0 or rnd == R or rnd > R:
             row = evaluate_at(rnd, arrays, phase)
-            eta = (time.time() - t_start) / max(1, rnd - start_round + 1) * (total - rnd)
+            eta = (time.time() - t_rounds) / max(1, rnd - start_round + 1) * (total - rnd)
             _say(f"round {rnd}/{total} ({phase}): test accuracy {row['accuracy']:.2f}%  "
                  f"[{time.time() - t_start:.0f}s elapsed, ETA {eta:.0f}s]")
         if rnd % int(cfg.checkpoint_every) == 0 or rnd == total or rnd == cfg.stop_after:
@@ -213,7 +214,7 @@ def run(grid: Grid, run_config: dict) -> dict:
 def _core(cfg):
     """The config minus keys that may change between an interrupted run and its resume."""
     c = OmegaConf.to_container(cfg, resolve=True)
-    for k in ("resume", "out_dir", "server_threads", "client_threads", "stop_after"):
+    for k in ("resume", "out_dir", "stop_after"):  # thread counts stay: they change float rounding
         c.pop(k, None)
     return c
 
