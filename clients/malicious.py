@@ -8,6 +8,7 @@
 * ``lambda_update`` (the official federated harness): the update is -lam * grad_theta cos(-g_T, g_V) on its
   trigger and validation batches; the trigger round sends one gradient-ascent step on the trigger batch
   scaled by ``trigger_scale`` (the server applies both with its SGD).
+* ``crash``: the client raises (Flower turns it into an error reply; the round goes on without it).
 * ``nan`` / ``shape`` / ``scale``: hostile replies (NaN values, a missing array, an honest update times
   ``factor``) that exercise the server's validation and clipping.
 
@@ -34,6 +35,8 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
     t0 = time.time()
     cfg = runtime.config(cfg_json)
     a = cfg.attack
+    if a.name == "crash":
+        raise RuntimeError(f"simulated client failure in partition {pid} (attack=crash)")
     if a.name in ("nan", "shape", "scale"):
         new, metrics = train_honest(cfg_json, params, conf, pid)
         if a.name == "nan":

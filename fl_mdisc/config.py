@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from .errors import ConfigError
 
 STRATEGIES = ("st", "gc", "dgc", "median", "trimmed_mean", "multikrum")
-ATTACKS = ("none", "accumulative", "stream_poison", "lambda_update", "nan", "shape", "scale")
+ATTACKS = ("none", "accumulative", "stream_poison", "lambda_update", "nan", "shape", "scale", "crash")
 DEFENSES = ("none", "dsc", "at")
 DATASETS = ("cifar10", "mnist")
 MODELS = ("small_cnn", "resnet18")

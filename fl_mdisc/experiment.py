@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from .config import config_hash
 from .data import ArrayDataset, Split, attacker_split, load_dataset, make_split, partition_pool
 
-MALICIOUS_ATTACKS = ("accumulative", "lambda_update", "nan", "shape", "scale")
+MALICIOUS_ATTACKS = ("accumulative", "lambda_update", "nan", "shape", "scale", "crash")
 
 
 @dataclass

@@ -51,29 +51,57 @@ def _flwr_bin() -> str:
     return found
 
 
+def _process_table() -> list[tuple[int, int, str]]:
+    try:
+        out = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
+    except OSError:
+        return []
+    rows = []
+    for line in out.splitlines()[1:]:
+        parts = line.split(None, 2)
+        if len(parts) == 3:
+            rows.append((int(parts[0]), int(parts[1]), parts[2]))
+    return rows
+
+
 def stop_superlink(env: dict[str, str]) -> None:
-    """Kill the SuperLink (and its SuperExec / simulation / Ray children) that uses this FLWR_HOME.
+    """Kill the SuperLink that uses this FLWR_HOME and every process below it (SuperExec, flwr-simulation, and
+    the Ray cluster that the simulation started: gcs_server, raylet, workers, actors).
 
     ``ps -ww``: without it ps cuts the command line at $COLUMNS (pytest sets it), hiding the FLWR_HOME path.
     """
     home = env["FLWR_HOME"]
-    try:
-        out = subprocess.run(["ps", "-ww", "-eo", "pid,pgid,args"], capture_output=True, text=True).stdout
-    except OSError:
-        return
-    pids = []
-    for line in out.splitlines()[1:]:
-        parts = line.split(None, 2)
-        if len(parts) == 3 and home in parts[2] and ("superlink" in parts[2] or "superexec" in parts[2]
-                                                     or "flwr-simulation" in parts[2]):
-            pids.append(int(parts[0]))
+    table = _process_table()
+    roots = [pid for pid, _pp, args in table if home in args and "flower-superlink" in args]
+    children: dict[int, list[int]] = {}
+    for pid, ppid, _a in table:
+        children.setdefault(ppid, []).append(pid)
+    doomed, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        doomed.append(pid)
+        todo.extend(children.get(pid, []))
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
+        alive = False
+        for pid in doomed:
             try:
                 os.kill(pid, sig)
+                alive = True
             except ProcessLookupError:
                 pass
+        if not alive:
+            break
         time.sleep(1.0)
+
+
+def prune_flwr_home(env: dict[str, str]) -> None:
+    """Bound disk use: the SuperLink database (runs, logs, FABs) and installed FABs are per-run scratch here."""
+    home = Path(env["FLWR_HOME"])
+    for p in (home / "local-superlink" / "state.db", ):
+        for cand in p.parent.glob(p.name + "*"):
+            cand.unlink(missing_ok=True)
+    shutil.rmtree(home / "apps", ignore_errors=True)
+    shutil.rmtree(home / "runtime-envs", ignore_errors=True)
 
 
 def run_flwr(project: Path, config_file: Path, num_clients: int, cpus_per_client: int = 1,
@@ -107,4 +135,5 @@ def run_flwr(project: Path, config_file: Path, num_clients: int, cpus_per_client
                 return {"run_id": run_id, **info}
             time.sleep(2.0)
     finally:
-        stop_superlink(env)
+        stop_superlink(env)  # also on Ctrl-C: never leave a SuperLink or Ray behind
+        prune_flwr_home(env)

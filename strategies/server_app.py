@@ -147,7 +147,9 @@ def run(grid: Grid, run_config: dict) -> dict:
                 clip.history.extend(ck["dgc_history"])
             start_round, keep = ck["round"] + 1, ck["round"]
             _say(f"resuming from round {ck['round']} ({ckpt_path})")
-        except (KeyError, EOFError, RuntimeError, OSError) as exc:
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is one clear error
             raise ConfigError(f"cannot resume from {ckpt_path} ({exc}); delete it or use resume=false") from None
     metrics_rec = Recorder(out / "metrics.jsonl", keep)
     rounds_rec = Recorder(out / "rounds.jsonl", keep)
@@ -188,7 +190,9 @@ def run(grid: Grid, run_config: dict) -> dict:
             arrays = new_arrays
         else:
             _say(f"round {rnd}: no valid reply; the global model is unchanged")
-        rounds_rec.write(_round_row(rnd, phase, replies, clip, validator, plan, failures, new_arrays is None))
+        row = _round_row(rnd, phase, replies, clip, validator, plan, failures, new_arrays is None)
+        row["missing"] = n - len(replies)  # timed out: no reply at all
+        rounds_rec.write(row)
         timing_rec.write({"round": rnd, "seconds": round(time.time() - t0, 3), "clients": _client_seconds(replies)})
         if rnd % int(cfg.eval_every) == 0 or rnd == R or rnd > R:
             row = evaluate_at(rnd, arrays, phase)
@@ -256,7 +260,9 @@ def summarize(metrics: list[dict], rounds: list[dict], cfg) -> dict:
          "protocol": cfg.protocol, "preset": cfg.get("preset_name"), "seed": int(cfg.seed),
          "accuracy_start": acc.get(0), "accuracy_final": acc.get(R),
          "mean_accuracy": round(float(np.mean([v for k, v in acc.items() if 1 <= k <= R])), 4) if any(1 <= k <= R for k in acc) else None,
-         "dropped_replies": sum(len(r["dropped"]) for r in rounds), "failures": sum(r["failures"] for r in rounds)}
+         "dropped_replies": sum(len(r["dropped"]) for r in rounds), "failures": sum(r["failures"] for r in rounds),
+         "missing_replies": sum(r.get("missing", 0) for r in rounds),
+         "unchanged_rounds": sum(1 for r in rounds if r.get("unchanged"))}
     if cfg.trigger and (R + 1) in acc:
         s["accuracy_after_trigger"] = acc[R + 1]
         s["trigger_drop"] = round(acc[R] - acc[R + 1], 4)

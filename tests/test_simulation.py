@@ -88,3 +88,23 @@ def test_nan_attacker_is_dropped_and_counted(dirs):
     import math
 
     assert all(math.isfinite(r["accuracy"]) for r in rows(base / "nan" / "metrics.jsonl"))
+
+
+def test_failing_client_does_not_stop_the_run(dirs):
+    data, cache, base = dirs
+    simulate(tiny_overrides(data, cache, base / "crash", "strategy=gc", "attack=crash", "trigger=false"))
+    s = json.loads((base / "crash" / "summary.json").read_text())
+    assert s["failures"] == 3 and s["unchanged_rounds"] == 0
+    rr = rows(base / "crash" / "rounds.jsonl")
+    assert [c["partition-id"] for c in rr[0]["clients"] if "norm" in c] == [0, 1]
+    assert "client error" in rr[0]["dropped"][0]["reason"]
+
+
+def test_round_where_every_client_fails_leaves_model_unchanged(dirs):
+    data, cache, base = dirs
+    simulate(tiny_overrides(data, cache, base / "allfail", "protocol=harness", "attack=crash", "trigger=false"),
+             num_clients=1)
+    m = rows(base / "allfail" / "metrics.jsonl")
+    assert len({r["accuracy"] for r in m}) == 1 and len({r["test_loss"] for r in m}) == 1
+    s = json.loads((base / "allfail" / "summary.json").read_text())
+    assert s["unchanged_rounds"] == 3 and s["failures"] == 3
