@@ -87,6 +87,10 @@ def split_overrides(text: str) -> list[str]:
 
 def resolve_defaults(cfg: DictConfig) -> None:
     """Fill null values that default to the preset's calibrated values."""
+    if cfg.protocol == "harness" and cfg.get("harness") is not None:
+        cfg.fed.server_lr = cfg.harness.server_lr
+        for k in ("clip_norm", "mu", "tau", "lam"):
+            cfg.calib[k] = cfg.harness[k]
     s = cfg.strategy
     if s.name in ("gc", "dgc") and s.get("clip_norm") is None:
         s.clip_norm = cfg.calib.clip_norm

@@ -105,7 +105,8 @@ def prune_flwr_home(env: dict[str, str]) -> None:
 
 
 def run_flwr(project: Path, config_file: Path, num_clients: int, cpus_per_client: int = 1,
-             gpus_per_client: float = 0.0, data_root: str | None = None, stream: bool = True) -> dict:
+             gpus_per_client: float = 0.0, data_root: str | None = None, stream: bool = True,
+             progress=None) -> dict:
     """Submit the app with ``config-file``, follow its log, return the final status from ``flwr list``."""
     env = flwr_env(project, data_root)
     flwr = _flwr_bin()
@@ -124,6 +125,7 @@ def run_flwr(project: Path, config_file: Path, num_clients: int, cpus_per_client
             raise FlMdiscError(f"flwr run did not start: {(sub.stdout + sub.stderr).strip()[-800:]}") from None
         if stream:
             subprocess.run([flwr, "log", str(run_id), "--stream"], cwd=neutral, env=env)
+        last_progress = time.time()
         while True:
             st = subprocess.run([flwr, "list", "--run-id", str(run_id), "--format", "json"], cwd=neutral, env=env,
                                 capture_output=True, text=True)
@@ -133,6 +135,9 @@ def run_flwr(project: Path, config_file: Path, num_clients: int, cpus_per_client
                 raise FlMdiscError(f"cannot read the status of run {run_id}: {st.stdout.strip()[-400:]}") from None
             if str(info.get("status", "")).startswith("finished"):
                 return {"run_id": run_id, **info}
+            if progress is not None and time.time() - last_progress > 15:
+                print(progress(), flush=True)
+                last_progress = time.time()
             time.sleep(2.0)
     finally:
         stop_superlink(env)  # also on Ctrl-C: never leave a SuperLink or Ray behind

@@ -133,7 +133,7 @@ def run(grid: Grid, run_config: dict) -> dict:
     strategy, clip, validator = build_strategy(cfg, probe_md=probe_md, set_hist=set_hist)
 
     arrays = ArrayRecord(get_params(model))
-    start_round = 1
+    start_round, monitor_round, done = 1, None, False
     ckpt_path = out / "checkpoint.pt"
     keep = None
     if cfg.resume and ckpt_path.exists():
@@ -146,6 +146,7 @@ def run(grid: Grid, run_config: dict) -> dict:
             if clip is not None and hasattr(clip, "history") and ck.get("dgc_history") is not None:
                 clip.history.extend(ck["dgc_history"])
             start_round, keep = ck["round"] + 1, ck["round"]
+            monitor_round, done = ck.get("monitor_round"), bool(ck.get("done"))
             _say(f"resuming from round {ck['round']} ({ckpt_path})")
         except ConfigError:
             raise
@@ -175,11 +176,15 @@ def run(grid: Grid, run_config: dict) -> dict:
     if start_round == 1:
         row = evaluate_at(0, arrays, "start")
         _say(f"round 0: test accuracy {row['accuracy']:.2f}%")
-    if start_round > total:
+    start_acc = metrics_rec.rows()[0]["accuracy"]
+    drop = cfg.get("monitor_drop")
+    if done:
         _say("this output folder already holds a complete run; summarising it")
     t_rounds = time.time()
-    for rnd in range(start_round, total + 1):
-        phase = "trigger" if rnd > R else "accumulate"
+    rnd = start_round
+    while not done:
+        accumulate = rnd <= R and monitor_round is None
+        phase = "accumulate" if accumulate else "trigger"
         conf = ConfigRecord({**base_conf, "phase": phase})
         t0 = time.time()
         msgs = strategy.configure_train(rnd, arrays, conf, grid)
@@ -194,18 +199,25 @@ def run(grid: Grid, run_config: dict) -> dict:
         row["missing"] = n - len(replies)  # timed out: no reply at all
         rounds_rec.write(row)
         timing_rec.write({"round": rnd, "seconds": round(time.time() - t0, 3), "clients": _client_seconds(replies)})
-        if rnd % int(cfg.eval_every) == 0 or rnd == R or rnd > R:
+        if not accumulate or rnd % int(cfg.eval_every) == 0 or rnd == R or drop is not None:
             row = evaluate_at(rnd, arrays, phase)
             eta = (time.time() - t_rounds) / max(1, rnd - start_round + 1) * (total - rnd)
-            _say(f"round {rnd}/{total} ({phase}): test accuracy {row['accuracy']:.2f}%  "
-                 f"[{time.time() - t_start:.0f}s elapsed, ETA {eta:.0f}s]")
-        if rnd % int(cfg.checkpoint_every) == 0 or rnd == total or rnd == cfg.stop_after:
+            if not accumulate or rnd % int(cfg.eval_every) == 0 or rnd == R:
+                _say(f"round {rnd}/{total} ({phase}): test accuracy {row['accuracy']:.2f}%  "
+                     f"[{time.time() - t_start:.0f}s elapsed, ETA {max(0.0, eta):.0f}s]")
+            if accumulate and drop is not None and row["accuracy"] < start_acc - float(drop):
+                monitor_round = rnd
+                _say(f"monitor fired at round {rnd}: accuracy {row['accuracy']:.2f}% < start {start_acc:.2f}% - {drop}")
+        if not accumulate or ((rnd == R or monitor_round is not None) and not cfg.trigger):
+            done = True
+        if rnd % int(cfg.checkpoint_every) == 0 or done or rnd == cfg.stop_after:
             torch.save({"round": rnd, "arrays": arrays.to_numpy_ndarrays(), "momentum": strategy.momentum_vector,
                         "dgc_history": list(getattr(clip, "history", []) or []) or None,
-                        "cfg_json": to_json(_core(cfg))}, ckpt_path)
-        if cfg.stop_after is not None and rnd == int(cfg.stop_after):
+                        "monitor_round": monitor_round, "done": done, "cfg_json": to_json(_core(cfg))}, ckpt_path)
+        if cfg.stop_after is not None and rnd == int(cfg.stop_after) and not done:
             _say(f"stopping after round {rnd} (stop_after); rerun the same command to resume")
             return {"stopped_after": rnd}
+        rnd += 1
 
     summary = summarize(metrics_rec.rows(), rounds_rec.rows(), cfg)
     summary["wall_s"] = round(time.time() - t_start, 1)
@@ -254,8 +266,9 @@ def _round_row(rnd, phase, replies, clip, validator, plan, failures, unchanged) 
 def summarize(metrics: list[dict], rounds: list[dict], cfg) -> dict:
     from fl_mdisc.md import auroc
 
-    acc = {r["round"]: r["accuracy"] for r in metrics}
-    R = int(cfg.num_rounds)
+    acc = {r["round"]: r["accuracy"] for r in metrics if r["phase"] != "trigger"}
+    trig = [r for r in metrics if r["phase"] == "trigger"]
+    R = max(acc) if acc else 0  # last accumulate round (num_rounds, or where the monitor fired)
     s = {"strategy": cfg.strategy.name, "attack": cfg.attack.name, "defense": cfg.defense.name,
          "protocol": cfg.protocol, "preset": cfg.get("preset_name"), "seed": int(cfg.seed),
          "accuracy_start": acc.get(0), "accuracy_final": acc.get(R),
@@ -263,9 +276,12 @@ def summarize(metrics: list[dict], rounds: list[dict], cfg) -> dict:
          "dropped_replies": sum(len(r["dropped"]) for r in rounds), "failures": sum(r["failures"] for r in rounds),
          "missing_replies": sum(r.get("missing", 0) for r in rounds),
          "unchanged_rounds": sum(1 for r in rounds if r.get("unchanged"))}
-    if cfg.trigger and (R + 1) in acc:
-        s["accuracy_after_trigger"] = acc[R + 1]
-        s["trigger_drop"] = round(acc[R] - acc[R + 1], 4)
+    s["last_round"] = R
+    if cfg.get("monitor_drop") is not None:
+        s["monitor_round"] = R if R < int(cfg.num_rounds) else None
+    if trig:
+        s["accuracy_after_trigger"] = trig[-1]["accuracy"]
+        s["trigger_drop"] = round(acc[R] - trig[-1]["accuracy"], 4)
     mal, hon = [], []
     tp = fp = fn = 0
     for r in rounds:

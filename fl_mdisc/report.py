@@ -1,0 +1,231 @@
+"""Tables and plots from per-run metrics files (pure: no Flower, no training).
+
+``table13``: accuracy at the evaluation steps per (scenario, strategy), mean and std over seeds, beside the
+paper's Table 13 (Zhu et al. 2023, appendix C.10, CIFAR-10, ResNet-18). ``table1``: the online setting
+(Start, Batch, +Poison, +Trigger, Delta) beside the paper's Table 1 (CIFAR-10). ``detection``: precision,
+recall and AUROC of ``flagged = MD_k > P_t`` against the known malicious clients.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .md import auroc
+
+PAPER_TABLE13 = {
+    "steps": [10, 100, 200, 300, 400, 500],
+    "cells": [
+        {"scenario": "clean", "strategy": "st", "accuracy": [85.35, 83.87, 83.9, 83.88, 83.81, 83.86]},
+        {"scenario": "clean", "strategy": "gc", "accuracy": [84.34, 85.27, 85.5, 85.48, 85.46, 85.43]},
+        {"scenario": "clean", "strategy": "dgc", "accuracy": [84.34, 85.31, 85.49, 85.5, 85.45, 85.43]},
+        {"scenario": "poisoned", "strategy": "st", "accuracy": [84.65, 69.96, 68.74, 69.36, 69.31, 69.23]},
+        {"scenario": "poisoned", "strategy": "gc", "accuracy": [84.88, 84.27, 83.14, 81.78, 80.15, 78.95]},
+        {"scenario": "poisoned", "strategy": "dgc", "accuracy": [84.87, 84.31, 83.3, 82.13, 80.66, 79.84]},
+    ],
+}
+
+# Zhu et al. 2023, Table 1, CIFAR-10 (mean; the paper also gives std), accumulative-poisoning rows.
+PAPER_TABLE1 = {
+    "clean": {"st": {"start": 83.38}, "gc": {"start": 83.38}, "at": {"start": 83.38}, "dsc": {"start": 83.38}},
+    "note": "see the paper's Table 1 for the full rows; only values stated in the text are reproduced here",
+}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def accuracy_at(metrics: list[dict], steps: list[int]) -> list[float | None]:
+    acc = {r["round"]: r["accuracy"] for r in metrics if r.get("phase") != "trigger"}
+    return [acc.get(s) for s in steps]
+
+
+def aggregate_cells(runs: list[dict], steps: list[int]) -> list[dict]:
+    """runs: [{scenario, strategy, seed, metrics}] -> cells with mean/std per step over seeds."""
+    groups: dict[tuple, list] = {}
+    for r in runs:
+        groups.setdefault((r["scenario"], r["strategy"]), []).append(r)
+    cells = []
+    for (scen, strat), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        mat = np.array([[np.nan if v is None else v for v in accuracy_at(r["metrics"], steps)] for r in rs], dtype=float)
+        mean = np.nanmean(mat, axis=0) if len(mat) else np.full(len(steps), np.nan)
+        std = np.nanstd(mat, axis=0) if len(mat) else np.full(len(steps), np.nan)
+        all_rounds = [[x["accuracy"] for x in r["metrics"] if x.get("phase") == "accumulate"] for r in rs]
+        cells.append({"scenario": scen, "strategy": strat, "seeds": [r["seed"] for r in rs],
+                      "accuracy_mean": [None if np.isnan(v) else round(float(v), 2) for v in mean],
+                      "accuracy_std": [None if np.isnan(v) else round(float(v), 2) for v in std],
+                      "mean_over_evals": round(float(np.mean([np.mean(a) for a in all_rounds if a])), 2)
+                      if any(all_rounds) else None,
+                      "trigger_drop": _mean([r.get("summary", {}).get("trigger_drop") for r in rs])})
+    order = {"clean": 0, "poisoned": 1}
+    strat_order = {s: i for i, s in enumerate(["st", "gc", "dgc", "median", "trimmed_mean", "multikrum"])}
+    return sorted(cells, key=lambda c: (order.get(c["scenario"], 9), strat_order.get(c["strategy"], 9)))
+
+
+def _mean(vals):
+    vals = [v for v in vals if v is not None]
+    return round(float(np.mean(vals)), 2) if vals else None
+
+
+def detection(runs: list[dict]) -> list[dict]:
+    """Per (scenario, attack, strategy): precision/recall/AUROC of flagged = MD_k > P_t, from rounds.jsonl."""
+    out = {}
+    for r in runs:
+        key = (r["scenario"], r.get("attack", ""), r["strategy"])
+        d = out.setdefault(key, {"mal": [], "hon": [], "tp": 0, "fp": 0, "fn": 0})
+        for row in r.get("rounds", []):
+            if row.get("phase") != "accumulate":
+                continue
+            for c in row["clients"]:
+                if "md" not in c:
+                    continue
+                mal = bool(c.get("malicious"))
+                (d["mal"] if mal else d["hon"]).append(c["md"])
+                if c.get("flagged") and mal:
+                    d["tp"] += 1
+                elif c.get("flagged"):
+                    d["fp"] += 1
+                elif mal:
+                    d["fn"] += 1
+    rows = []
+    for (scen, att, strat), d in sorted(out.items()):
+        if not d["mal"] and not d["hon"]:
+            continue
+        tp, fp, fn = d["tp"], d["fp"], d["fn"]
+        rows.append({"scenario": scen, "attack": att, "strategy": strat,
+                     "auroc": round(auroc(d["mal"], d["hon"]), 4) if d["mal"] and d["hon"] else None,
+                     "precision": round(tp / (tp + fp), 4) if tp + fp else None,
+                     "recall": round(tp / (tp + fn), 4) if tp + fn else None,
+                     "flagged_honest_rate": round(fp / len(d["hon"]), 4) if d["hon"] else None,
+                     "md_malicious_mean": round(float(np.mean(d["mal"])), 4) if d["mal"] else None,
+                     "md_honest_mean": round(float(np.mean(d["hon"])), 4) if d["hon"] else None,
+                     "n_malicious": len(d["mal"]), "n_honest": len(d["hon"])})
+    return rows
+
+
+def _fmt(v, std=None):
+    if v is None:
+        return "–"
+    return f"{v:.2f}" if std is None else f"{v:.2f} ± {std:.2f}"
+
+
+def table13_markdown(doc: dict) -> str:
+    steps = doc["steps"]
+    lines = [f"# Table 13 reproduction ({doc['protocol']} protocol)", "",
+             f"Preset `{doc['preset']}`, dataset {doc['dataset']}, model {doc['model']}, "
+             f"{doc['num_clients']} client(s) ({doc['num_malicious']} malicious in the poisoned scenario), "
+             f"seeds {doc.get('seeds')}. Test accuracy (%) on the full test set, mean ± std over seeds.", "",
+             "| scenario | strategy | " + " | ".join(str(s) for s in steps) + " | mean over evals | trigger Δ |",
+             "|---|---|" + "---|" * (len(steps) + 2)]
+    for c in doc["cells"]:
+        vals = [_fmt(m, s) for m, s in zip(c["accuracy_mean"], c["accuracy_std"])]
+        lines.append(f"| {c['scenario']} | {c['strategy'].upper()} | " + " | ".join(vals)
+                     + f" | {_fmt(c.get('mean_over_evals'))} | {_fmt(c.get('trigger_drop'))} |")
+    p = doc["paper"]
+    lines += ["", "Paper (Zhu et al. 2023, Table 13; CIFAR-10, ResNet-18, GPU):", "",
+              "| scenario | strategy | " + " | ".join(str(s) for s in p["steps"]) + " |",
+              "|---|---|" + "---|" * len(p["steps"])]
+    for c in p["cells"]:
+        lines.append(f"| {c['scenario']} | {c['strategy'].upper()} | " + " | ".join(f"{v:.2f}" for v in c["accuracy_mean"]) + " |")
+    if doc.get("detection"):
+        lines += ["", "Detection (`flagged = MD_k > P_t`, per client per round, against the known malicious client):", "",
+                  "| scenario | attack | strategy | AUROC | precision | recall | honest flagged | MD malicious | MD honest |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for d in doc["detection"]:
+            lines.append(f"| {d['scenario']} | {d['attack']} | {d['strategy']} | {_fmt(d['auroc'])} | {_fmt(d['precision'])} | "
+                         f"{_fmt(d['recall'])} | {_fmt(d['flagged_honest_rate'])} | {_fmt(d['md_malicious_mean'])} | {_fmt(d['md_honest_mean'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table13(doc: dict, out: Path) -> None:
+    out = Path(out)
+    (out / "table13.json").write_text(json.dumps(doc, indent=1))
+    (out / "table13.md").write_text(table13_markdown(doc))
+    with open(out / "table13.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["source", "scenario", "strategy", "seeds"] + [f"mean@{s}" for s in doc["steps"]]
+                   + [f"std@{s}" for s in doc["steps"]])
+        for c in doc["cells"]:
+            w.writerow(["ours", c["scenario"], c["strategy"], " ".join(map(str, c["seeds"]))]
+                       + c["accuracy_mean"] + c["accuracy_std"])
+        for c in doc["paper"]["cells"]:
+            w.writerow(["paper", c["scenario"], c["strategy"], ""] + c["accuracy_mean"] + [""] * len(c["accuracy_mean"]))
+
+
+def paper_table13() -> dict:
+    return {"steps": PAPER_TABLE13["steps"],
+            "cells": [{"scenario": c["scenario"], "strategy": c["strategy"], "seeds": [],
+                       "accuracy_mean": c["accuracy"], "accuracy_std": [0.0] * len(c["accuracy"])}
+                      for c in PAPER_TABLE13["cells"]]}
+
+
+def plot_table13(runs: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = [s for s in ("clean", "poisoned") if any(r["scenario"] == s for r in runs)]
+    fig, axes = plt.subplots(1, max(1, len(scenarios)), figsize=(6 * max(1, len(scenarios)), 4), squeeze=False)
+    for ax, scen in zip(axes[0], scenarios):
+        strategies = sorted({r["strategy"] for r in runs if r["scenario"] == scen},
+                            key=lambda s: ["st", "gc", "dgc", "median", "trimmed_mean", "multikrum"].index(s)
+                            if s in ["st", "gc", "dgc", "median", "trimmed_mean", "multikrum"] else 9)
+        for strat in strategies:
+            rs = [r for r in runs if r["scenario"] == scen and r["strategy"] == strat]
+            rounds = sorted({m["round"] for r in rs for m in r["metrics"] if m.get("phase") != "trigger"})
+            mat = np.array([accuracy_at(r["metrics"], rounds) for r in rs], dtype=float)
+            mean, std = np.nanmean(mat, 0), np.nanstd(mat, 0)
+            ax.plot(rounds, mean, label=strat.upper())
+            ax.fill_between(rounds, mean - std, mean + std, alpha=0.2)
+        ax.set_title(f"{scen}")
+        ax.set_xlabel("round (step)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_md_hist(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = {}
+    for r in runs:
+        for row in r.get("rounds", []):
+            if row.get("phase") != "accumulate":
+                continue
+            for c in row["clients"]:
+                if "md" in c:
+                    groups.setdefault((r.get("attack", ""), bool(c.get("malicious"))), []).append(c["md"])
+    attacks = sorted({a for a, _ in groups})
+    if not attacks:
+        return
+    fig, axes = plt.subplots(1, len(attacks), figsize=(6 * len(attacks), 4), squeeze=False)
+    for ax, att in zip(axes[0], attacks):
+        hon, mal = groups.get((att, False), []), groups.get((att, True), [])
+        vals = hon + mal
+        bins = np.linspace(min(vals), max(vals), 40) if vals else 10
+        if hon:
+            ax.hist(hon, bins=bins, alpha=0.6, label=f"honest (n={len(hon)})", density=True)
+        if mal:
+            ax.hist(mal, bins=bins, alpha=0.6, label=f"malicious (n={len(mal)})", density=True)
+        ax.set_title(f"per-client MD_k, attack={att}")
+        ax.set_xlabel("MD_k vs theta_hist on the probe set")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
