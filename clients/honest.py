@@ -45,9 +45,11 @@ def train_honest(cfg_json: str, params: list, conf, pid: int) -> tuple[list, dic
     idx = stream_batch(plan.partitions[pid], int(cfg.fed.batch_size), int(cfg.seed), pid, rnd - 1)
     x, y = batch_tensors(cfg, plan, idx, rnd, pid)
     poisoned = 0
+    x_clean = x
     if pid in plan.victims:
         x, y = _poison_stream(cfg_json, cfg, plan, model, x, y, phase, conf)
         poisoned = 1
+    md_log = _md_log(cfg_json, cfg, conf, model, x_clean, x) if cfg.get("log_md") else {}
     need_hist = cfg.defense.name == "dsc" or (cfg.strategy.name == "dgc" and cfg.strategy.md_source == "client")
     md_client, corrected, steps_total = 0.0, 0, 0
     if need_hist:
@@ -71,7 +73,7 @@ def train_honest(cfg_json: str, params: list, conf, pid: int) -> tuple[list, dic
     loss = local_sgd(model, x, y, float(cfg.fed.client_lr), int(cfg.fed.local_steps))
     new = np_list(model)
     metrics = {"num-examples": len(y), "train-loss": loss, "md-client": md_client, "dsc-corrected": corrected,
-               "dsc-steps": steps_total, "poisoned": poisoned, "seconds": time.time() - t0}
+               "dsc-steps": steps_total, "poisoned": poisoned, "seconds": time.time() - t0, **md_log}
     return new, metrics
 
 
@@ -87,6 +89,20 @@ def _poison_stream(cfg_json, cfg, plan, model, x, y, phase, conf):
         return xt, yt
     h = second_order_term(model, xt, yt, xv, yv)
     return craft_poison(model, x, y, h, a.eps, a.step_size, int(a.steps), float(a.gamma)), y
+
+
+def _md_log(cfg_json, cfg, conf, model, x_clean, x_in) -> dict:
+    """Per-sample MD summaries of the clean batch and of the batch that actually arrived (for the MD plots)."""
+    hist = runtime.model_from(cfg_json, str(conf["hist-path"]), str(conf["hist-sha"]))
+    with torch.no_grad():
+        hist.eval()
+        model.eval()
+        out = {}
+        for name, xx in (("clean", x_clean), ("in", x_in)):
+            md = md_from_logits(hist(xx), model(xx)).cpu().numpy()
+            out.update({f"md-{name}-mean": float(md.mean()), f"md-{name}-p10": float(np.percentile(md, 10)),
+                        f"md-{name}-p50": float(np.percentile(md, 50)), f"md-{name}-p90": float(np.percentile(md, 90))})
+    return out
 
 
 def np_list(model) -> list[np.ndarray]:

@@ -78,14 +78,16 @@ def cmd_run(args) -> int:
 
 
 def fit_calibration(out_dir: str | Path) -> dict:
-    """Fit C (median honest update norm at theta_start) and P_t = mu + tau * t (honest MD_k) from a clean run."""
+    """Fit C (median honest update norm over the first 10 rounds, near theta_start) and P_t = mu + tau * t
+    (tau = least-squares slope of honest MD_k over rounds, mu = max of the detrended values) from a clean run."""
     import numpy as np
 
     from .md import fit_threshold
 
     rows = [json.loads(line) for line in open(Path(out_dir) / "rounds.jsonl")]
     rows = [r for r in rows if r["phase"] == "accumulate"]
-    first = [c["norm"] for c in rows[0]["clients"] if not c.get("malicious") and "norm" in c]
+    # honest update norms near theta_start (the first 10 rounds: one norm per round with one participant)
+    first = [c["norm"] for r in rows[:10] for c in r["clients"] if not c.get("malicious") and "norm" in c]
     steps, mds = [], []
     for r in rows:
         for c in r["clients"]:
@@ -135,10 +137,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] strategies=[..] protocol=..")
     p.add_argument("--stream", action="store_true", help="stream each simulation's log")
     p.set_defaults(fn=lambda a: (__import__("fl_mdisc.tables", fromlist=["x"]).table13(a.overrides, not a.stream), 0)[1])
+    p = sub.add_parser("table1", help="Table 1: the online stream (one-client federation), ST/GC/AT/DSC")
+    p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] methods=[..]")
+    p.add_argument("--stream", action="store_true")
+    p.set_defaults(fn=lambda a: (__import__("fl_mdisc.tables", fromlist=["x"]).table1(a.overrides, not a.stream), 0)[1])
+    p = sub.add_parser("bench", help="cost of DSC/AT/DGC and of the Flower/Ray layer (bench.json, bench.md)")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(fn=lambda a: (__import__("fl_mdisc.bench", fromlist=["x"]).bench(a.overrides), 0)[1])
     p = sub.add_parser("show", help="print the composed, validated config")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(fn=lambda a: print(OmegaConf.to_yaml(compose(a.overrides))) or 0)
     args = parser.parse_args(argv)
+    import signal
+
+    def _term(signum, frame):  # `kill` / CI timeouts: unwind like Ctrl-C so the SuperLink and Ray are stopped
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
     try:
         return int(args.fn(args) or 0)
     except FlMdiscError as exc:

@@ -131,3 +131,59 @@ def table13(overrides: list[str], quiet: bool = True) -> dict:
     print((out / "table13.md").read_text())
     print(f"fl-mdisc: table13 written to {out}")
     return doc
+
+
+TABLE1_METHODS = {"st": ["strategy=st", "defense=none"], "gc": ["strategy=gc", "defense=none"],
+                  "at": ["strategy=st", "defense=at"], "dsc": ["strategy=st", "defense=dsc"]}
+
+
+def table1(overrides: list[str], quiet: bool = True) -> dict:
+    """The paper's online setting as a one-client federation with the stream-poisoning placement."""
+    from .config import compose
+    from .report import PAPER_TABLE1_CIFAR10, plot_md_stream, table1_markdown, table1_rows
+
+    seeds, overrides = pop_list(overrides, "seeds", [0])
+    methods, overrides = pop_list(overrides, "methods", list(TABLE1_METHODS))
+    scenarios, overrides = pop_list(overrides, "scenarios", ["clean", "poisoned"])
+    unknown = [m for m in methods if m not in TABLE1_METHODS]
+    if unknown:
+        raise ConfigError(f"unknown table1 method(s) {unknown}; choose from {list(TABLE1_METHODS)}")
+    rest = [o for o in overrides if not o.startswith("out_dir=")]
+    base = compose(rest)
+    out = Path(_get(overrides, "out_dir") or f"outputs/table1-{base.preset_name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    R = int(_get(rest, "num_rounds") or base.tables.table1_rounds)
+    drop = float(_get(rest, "monitor_drop") or base.tables.table1_monitor_drop)
+    common = ["fed.num_clients=1", "fed.num_malicious=0", f"fed.server_lr={base.harness.server_lr}",
+              f"num_rounds={R}", f"eval_every={max(1, R // 10)}", "log_md=true"]
+    rest = [o for o in rest if not o.startswith(("num_rounds=", "monitor_drop="))]
+    cells = []
+    for scen in scenarios:
+        for meth in methods:
+            for seed in seeds:
+                att = ["attack=none"] if scen == "clean" else ["attack=stream_poison", "attack.victims=1",
+                                                                f"monitor_drop={drop}"]
+                name = f"online-{scen}-{meth}-s{seed}"
+                cells.append({"name": name, "scenario": scen, "method": meth, "strategy": meth, "seed": int(seed),
+                              "out_dir": str(out / "cells" / name),
+                              "overrides": rest + common + TABLE1_METHODS[meth] + att + [f"seed={seed}"]})
+    run_cells(cells, quiet)
+    runs = [load_run(c) for c in cells]
+    doc = {"preset": str(base.preset_name), "model": str(base.model.name), "rounds": R, "monitor_drop": drop,
+           "seeds": [int(s) for s in seeds], "rows": table1_rows(runs), "paper": PAPER_TABLE1_CIFAR10,
+           "command": "fl-mdisc table1 " + " ".join(overrides)}
+    (out / "table1.json").write_text(json.dumps(doc, indent=1))
+    (out / "table1.md").write_text(table1_markdown(doc))
+    import csv
+
+    with open(out / "table1.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["scenario", "method", "seeds", "start", "start_std", "batch", "batch_std", "poison", "poison_std",
+                    "trigger", "trigger_std", "delta", "delta_std"])
+        for r in doc["rows"]:
+            w.writerow([r["scenario"], r["method"], " ".join(map(str, r["seeds"])), *r["start"], *r["batch"],
+                        *r["poison"], *r["trigger"], *r["delta"]])
+    plot_md_stream([r for r in runs if r["scenario"] == "poisoned" and r["method"] == "st"], out / "md_stream.png")
+    print((out / "table1.md").read_text())
+    print(f"fl-mdisc: table1 written to {out}")
+    return doc

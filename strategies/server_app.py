@@ -254,8 +254,9 @@ def _round_row(rnd, phase, replies, clip, validator, plan, failures, unchanged) 
         met = next(iter(m.content.metric_records.values()))
         pid = int(met.get("partition-id", -1))
         clients[pid] = {"partition-id": pid, "malicious": pid in plan.malicious,
-                        **{k: met[k] for k in ("md-client", "dsc-corrected", "dsc-steps", "poisoned", "train-loss")
-                           if k in met}}
+                        **{k: met[k] for k in met.keys()
+                           if k in ("md-client", "dsc-corrected", "dsc-steps", "poisoned", "train-loss")
+                           or k.startswith("md-clean") or k.startswith("md-in")}}
     for e in (clip.client_log if clip is not None else []):
         clients.setdefault(e["partition-id"], {"partition-id": e["partition-id"]}).update(
             {k: (round(v, 8) if isinstance(v, float) else v) for k, v in e.items()})

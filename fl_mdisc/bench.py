@@ -1,0 +1,328 @@
+"""``fl-mdisc bench``: the cost of DSC, AT, DGC and the Flower/Ray layer, measured side by side.
+
+Micro-benchmarks alternate the compared methods batch by batch (same model, same batches), so machine drift
+cancels; each ratio is reported as the median with min/max over repeats. The simulation-level numbers come from
+real ``flwr run`` simulations of the default experiment (rounds only, start-up reported separately) against the
+same rounds in a plain in-process loop that calls the same client functions and the same strategy chain.
+
+This module is wiring (like the CLI): it imports the Flower-side packages lazily; the core never does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _stats(xs):
+    return {"median": round(statistics.median(xs), 4), "min": round(min(xs), 4), "max": round(max(xs), 4), "n": len(xs)}
+
+
+def _time(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def micro(cfg, entry, repeats: int = 20) -> dict:
+    """DSC/AT vs ST per batch (clean and poisoned), and the attacker's and an honest client's cost."""
+    from .attack import craft_poison, craft_trigger, second_order_term
+    from .burnin import estimate_dsc_threshold, load_model
+    from .correction import at_correct, dsc_correct
+    from .data import stream_batch, to_float
+    from .experiment import make_plan
+    from .md import threshold
+    from .models import get_params, set_params
+    from .train import local_sgd
+
+    torch.set_num_threads(int(cfg.client_threads))
+    plan = make_plan(cfg)
+    model = load_model(cfg, entry["start"], entry["start_sha"])
+    hist = load_model(cfg, entry["hist"], entry["hist_sha"])
+    theta = get_params(model)
+    est = estimate_dsc_threshold(cfg, entry, log=lambda m: None)
+    P = threshold(est["mu"], est["tau"], 0)
+    d = cfg.defense_bench
+    pid = 0
+    batches = []
+    for m in range(repeats):
+        idx = stream_batch(plan.partitions[pid], int(cfg.fed.batch_size), int(cfg.seed), pid, m)
+        batches.append((to_float(plan.ds.x_train[idx]), torch.as_tensor(plan.ds.y_train[idx])))
+    # poisoned versions of the same batches (crafting time is the attacker's, not the defence's)
+    att = plan.attacker.get(int(cfg.fed.num_clients) - 1) if plan.attacker else None
+    val_idx, trig_idx = (att[0], att[1]) if att else (plan.split.probe[:500], plan.split.probe[:100])
+    xv, yv = to_float(plan.ds.x_train[val_idx]), torch.as_tensor(plan.ds.y_train[val_idx])
+    xt0, yt = to_float(plan.ds.x_train[trig_idx]), torch.as_tensor(plan.ds.y_train[trig_idx])
+    xt = craft_trigger(model, xt0, yt, xv, yv)
+    h = second_order_term(model, xt, yt, xv, yv)
+    poisoned = [(craft_poison(model, x, y, h), y) for x, y in batches]
+
+    def st(x, y):
+        set_params(model, theta)
+        local_sgd(model, x, y, 1.0, 1)
+
+    def dsc(x, y):
+        set_params(model, theta)
+        xc, steps, _ = dsc_correct(model, hist, x, y, P, d.eps, d.step_size, int(d.max_steps), True)
+        local_sgd(model, xc, y, 1.0, 1)
+        return steps
+
+    def at(x, y):
+        set_params(model, theta)
+        local_sgd(model, at_correct(model, x, y, d.eps, d.step_size, int(d.max_steps)), y, 1.0, 1)
+
+    out = {"dsc_threshold_P": round(P, 4)}
+    for name, data in (("clean", batches), ("poisoned", poisoned)):
+        r_dsc, r_at, t_st, corrected = [], [], [], []
+        for x, y in data:
+            a = _time(lambda: st(x, y))
+            holder = {}
+            b = _time(lambda: holder.setdefault("s", dsc(x, y)))
+            c = _time(lambda: at(x, y)) if name == "clean" else None
+            t_st.append(a)
+            r_dsc.append(b / a)
+            corrected.append(int((holder["s"] > 0).sum()))
+            if c is not None:
+                r_at.append(c / a)
+        out[f"dsc_over_st_{name}"] = _stats(r_dsc)
+        out[f"st_batch_s_{name}"] = _stats(t_st)
+        out[f"dsc_corrected_per_batch_{name}"] = float(np.mean(corrected))
+        if r_at:
+            out["at_over_st"] = _stats(r_at)
+    return out
+
+
+def _fake_reply(arrays, metrics, pid):
+    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+    from flwr.app.message_type import MessageType
+    from flwr.app.metadata import Metadata
+
+    md = Metadata(run_id=1, message_id=f"b{pid}", src_node_id=0, dst_node_id=pid + 1, reply_to_message_id="",
+                  group_id="", created_at=time.time(), ttl=3600, message_type=MessageType.TRAIN)
+    req = Message(RecordDict(), metadata=md)
+    return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord({**metrics, "partition-id": pid})}),
+                   reply_to=req)
+
+
+def _prime(strategy, arrays):
+    from strategies.base import StrategyWrapper
+
+    s = strategy
+    while isinstance(s, StrategyWrapper):
+        s.current_arrays = [a.copy() for a in arrays]
+        s = s.strategy
+
+
+def inprocess_rounds(cfg, entry, rounds: int, strategy_name: str | None = None) -> dict:
+    """The same rounds as a simulation, in a plain loop: same client functions, same strategy chain, no Flower
+    transport or Ray. Returns per-round seconds and per-client seconds."""
+    from flwr.app import ArrayRecord
+
+    from clients.honest import train_honest
+    from clients.malicious import train_malicious
+    from strategies.factory import build_strategy
+
+    from .burnin import load_model
+    from .config import to_json
+    from .data import to_float
+    from .experiment import make_plan
+    from .md import ProbeMD
+    from .models import get_params
+
+    plan = make_plan(cfg)
+    cfg_json = to_json(cfg)
+    model = load_model(cfg, entry["start"], entry["start_sha"])
+    hist = load_model(cfg, entry["hist"], entry["hist_sha"])
+    probe_md = set_hist = None
+    if cfg.strategy.name == "dgc":
+        px = to_float(plan.ds.x_train[plan.split.probe[: int(cfg.strategy.probe_size)]])
+        probe_md = ProbeMD(load_model(cfg, entry["start"], entry["start_sha"]), px, get_params(hist))
+        set_hist = probe_md.set_hist
+    strategy, clip, _v = build_strategy(cfg, probe_md=probe_md, set_hist=set_hist)
+    arrays = get_params(model)
+    conf = {"start-path": entry["start"], "start-sha": entry["start_sha"], "hist-path": entry["hist"],
+            "hist-sha": entry["hist_sha"], "dsc-mu": 0.0, "dsc-tau": 0.0, "phase": "accumulate"}
+    per_round, agg_times, client_times = [], [], {"honest": [], "malicious": []}
+    for rnd in range(1, rounds + 1):
+        t0 = time.perf_counter()
+        c = {**conf, "server-round": rnd}
+        replies = []
+        for pid in range(int(cfg.fed.num_clients)):
+            fn = train_malicious if pid in plan.malicious else train_honest
+            t1 = time.perf_counter()
+            new, met = fn(cfg_json, arrays, c, pid)
+            client_times["malicious" if pid in plan.malicious else "honest"].append(time.perf_counter() - t1)
+            replies.append(_fake_reply(new, met, pid))
+        torch.set_num_threads(int(cfg.server_threads))
+        _prime(strategy, arrays)
+        t2 = time.perf_counter()
+        agg, _ = strategy.aggregate_train(rnd, replies)
+        agg_times.append(time.perf_counter() - t2)
+        arrays = agg.to_numpy_ndarrays() if agg is not None else arrays
+        per_round.append(time.perf_counter() - t0)
+        _ = ArrayRecord
+    return {"round_s": per_round, "aggregate_s": agg_times, "client_s": client_times}
+
+
+def aggregation(cfg, entry, repeats: int = 10) -> dict:
+    """GC vs DGC aggregation time on the same replies (interleaved)."""
+    from omegaconf import OmegaConf
+
+    from strategies.factory import build_strategy
+
+    from .burnin import load_model
+    from .data import to_float
+    from .experiment import make_plan
+    from .md import ProbeMD
+    from .models import get_params
+
+    torch.set_num_threads(int(cfg.server_threads))
+    plan = make_plan(cfg)
+    model = load_model(cfg, entry["start"], entry["start_sha"])
+    theta = get_params(model)
+    rng = np.random.default_rng(0)
+    ups = [[t + rng.normal(0, 0.01, t.shape).astype(t.dtype) for t in theta] for _ in range(int(cfg.fed.num_clients))]
+    hist = load_model(cfg, entry["hist"], entry["hist_sha"])
+    px = to_float(plan.ds.x_train[plan.split.probe[: int(cfg.strategy.probe_size)]])
+    chains = {}
+    for name in ("gc", "dgc"):
+        c = OmegaConf.create(OmegaConf.to_container(cfg))
+        c.strategy.name = name
+        pm = ProbeMD(load_model(cfg, entry["start"], entry["start_sha"]), px, get_params(hist)) if name == "dgc" else None
+        chains[name] = build_strategy(c, probe_md=pm, set_hist=pm.set_hist if pm else None)[0]
+    ratio, t_gc, t_dgc = [], [], []
+    for _ in range(repeats):
+        ts = {}
+        for name, s in chains.items():
+            _prime(s, theta)
+            replies = [_fake_reply(u, {"num-examples": 100, "md-client": 0.0}, i) for i, u in enumerate(ups)]
+            ts[name] = _time(lambda: s.aggregate_train(1, replies))
+        t_gc.append(ts["gc"])
+        t_dgc.append(ts["dgc"])
+        ratio.append(ts["dgc"] / ts["gc"])
+    return {"dgc_over_gc_aggregation_only": _stats(ratio), "gc_aggregate_s": _stats(t_gc), "dgc_aggregate_s": _stats(t_dgc)}
+
+
+class RssSampler(threading.Thread):
+    """Peak of the summed RSS of this process and all processes below the SuperLink (psutil, every 0.5 s)."""
+
+    def __init__(self, home: str):
+        super().__init__(daemon=True)
+        self.home, self.peak, self.stop_flag = home, 0.0, False
+
+    def run(self):
+        import psutil
+
+        me = psutil.Process(os.getpid())
+        while not self.stop_flag:
+            total = me.memory_info().rss
+            for p in psutil.process_iter(["cmdline"]):
+                try:
+                    if self.home in " ".join(p.info["cmdline"] or []) and "flower-superlink" in " ".join(p.info["cmdline"]):
+                        for q in [p] + p.children(recursive=True):
+                            total += q.memory_info().rss
+                except (psutil.Error, TypeError):
+                    continue
+            self.peak = max(self.peak, total / 2**20)
+            time.sleep(0.5)
+
+
+def flwr_rounds(cfg, overrides: list[str], out: Path) -> dict:
+    """A real `flwr run` of the config; rounds' wall time from timing.jsonl, the rest is start-up/teardown."""
+    from .cli import prepare, project_dir
+    from .launch import flwr_env, run_flwr
+    from .report import read_jsonl
+
+    c, path = prepare(overrides + [f"out_dir={out}", "resume=false"])
+    sampler = RssSampler(flwr_env(project_dir())["FLWR_HOME"])
+    sampler.start()
+    t0 = time.time()
+    status = run_flwr(project_dir(), path, int(c.fed.num_clients), int(c.client_threads), 0.0, c.data_root, stream=False)
+    wall = time.time() - t0
+    sampler.stop_flag = True
+    sampler.join()
+    timing = read_jsonl(out / "timing.jsonl")
+    rounds_s = [t["seconds"] for t in timing]
+    summ = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
+    return {"status": status.get("status"), "wall_s": round(wall, 2), "round_s": rounds_s,
+            "startup_s": round(wall - sum(rounds_s), 2), "peak_rss_mb": round(sampler.peak, 1),
+            "eval_s_total": None, "summary_wall_s": summ.get("wall_s")}
+
+
+def bench(overrides: list[str]) -> dict:
+    from .burnin import ensure_burnin
+    from .cli import prepare
+
+    cfg, _ = prepare(overrides + ["trigger=false"], tag="bench")
+    out = Path(cfg.out_dir)
+    rounds = int(cfg.num_rounds)
+    torch.set_num_threads(int(cfg.server_threads))
+    entry = ensure_burnin(cfg, log=lambda m: print(f"fl-mdisc: {m}", flush=True))
+    res = {"machine": {"cores": os.cpu_count(), "torch_threads_client": int(cfg.client_threads),
+                       "torch_threads_server": int(cfg.server_threads), "torch": torch.__version__},
+           "config": {"preset": cfg.preset_name, "model": cfg.model.name, "clients": int(cfg.fed.num_clients),
+                      "rounds": rounds, "strategy": cfg.strategy.name, "attack": cfg.attack.name}}
+    print("bench: DSC/AT vs ST per batch ...", flush=True)
+    res.update(micro(cfg, entry))
+    print("bench: GC vs DGC aggregation ...", flush=True)
+    res.update(aggregation(cfg, entry))
+    print(f"bench: {rounds} rounds in-process ...", flush=True)
+    inproc = inprocess_rounds(cfg, entry, rounds)
+    print(f"bench: {rounds} rounds through flwr run (Ray) ...", flush=True)
+    base = [o for o in overrides if not o.startswith("out_dir=")] + ["trigger=false", f"eval_every={rounds}"]
+    fl = flwr_rounds(cfg, base, out / "flwr-default")
+    print("bench: 10 clients through flwr run (peak memory) ...", flush=True)
+    fl10 = flwr_rounds(cfg, base + ["fed.num_clients=10", "num_rounds=5", "eval_every=5"], out / "flwr-10clients")
+    hon, mal = inproc["client_s"]["honest"], inproc["client_s"]["malicious"]
+    round_gc_est = [r for r in inproc["round_s"]]
+    agg = res["dgc_aggregate_s"]["median"] - res["gc_aggregate_s"]["median"]
+    whole = [r / (r - agg) for r in round_gc_est] if cfg.strategy.name == "dgc" else [(r + agg) / r for r in round_gc_est]
+    res.update({
+        "dgc_over_gc": _stats(whole),
+        "inprocess_round_s": _stats(inproc["round_s"]),
+        "flwr_round_s": _stats(fl["round_s"]),
+        "flwr_over_inprocess": round(sum(fl["round_s"]) / sum(inproc["round_s"]), 4),
+        "flwr_startup_s": fl["startup_s"],
+        "peak_rss_mb": {"default": fl["peak_rss_mb"], "10_clients": fl10["peak_rss_mb"]},
+        "attack_round_s": _stats(mal) if mal else None,
+        "honest_round_s": _stats(hon),
+        "attack_over_honest": round(statistics.median(mal) / statistics.median(hon), 2) if mal else None,
+        "paper_table5_s_per_batch": {"ST": 0.0206, "GC": 0.0253, "AT": 0.3735, "DSC": 0.3241, "DSC/ST": 15.7},
+    })
+    (out / "bench.json").write_text(json.dumps(res, indent=1))
+    (out / "bench.md").write_text(bench_markdown(res))
+    print((out / "bench.md").read_text())
+    return res
+
+
+def bench_markdown(r: dict) -> str:
+    def s(x):
+        return f"{x['median']:.3g} (min {x['min']:.3g}, max {x['max']:.3g})" if isinstance(x, dict) else str(x)
+
+    rows = [
+        ("DSC / ST per batch, clean stream", s(r["dsc_over_st_clean"]), "≤ 3", "15.7 (0.3241 / 0.0206 s)"),
+        ("DSC / ST per batch, poisoned stream", s(r["dsc_over_st_poisoned"]), "≤ 6", "–"),
+        ("AT / ST per batch", s(r["at_over_st"]), "–", "18.1 (0.3735 / 0.0206 s)"),
+        ("DGC / GC, whole round (clients included)", s(r["dgc_over_gc"]), "≤ 1.3", "–"),
+        ("DGC / GC, aggregation only", s(r["dgc_over_gc_aggregation_only"]), "report", "–"),
+        ("flwr run (Ray) / in-process, rounds only", f"{r['flwr_over_inprocess']:.3g}", "≤ 1.25", "–"),
+        ("flwr start-up + teardown (s)", f"{r['flwr_startup_s']:.3g}", "report", "–"),
+        ("peak RSS, all processes (MB): default / 10 clients",
+         f"{r['peak_rss_mb']['default']:.0f} / {r['peak_rss_mb']['10_clients']:.0f}", "report", "–"),
+        ("attacker / honest client seconds per round", f"{r['attack_over_honest']}", "report", "–"),
+    ]
+    m = r["machine"]
+    head = (f"Machine: {m['cores']} cores, torch {m['torch']}, {m['torch_threads_client']} thread(s) per client, "
+            f"{m['torch_threads_server']} on the server. Config: preset {r['config']['preset']}, {r['config']['model']}, "
+            f"{r['config']['clients']} clients, {r['config']['rounds']} rounds, {r['config']['strategy']}/{r['config']['attack']}. "
+            f"Median (min, max) over repeats; ST batch {r['st_batch_s_clean']['median'] * 1000:.1f} ms.\n\n")
+    table = "| measure | ours | target | paper (Table 5, GPU) |\n|---|---|---|---|\n" + "\n".join(
+        f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows)
+    return head + table + "\n"

@@ -1,0 +1,86 @@
+"""Table/report code on small synthetic metric files (no simulation)."""
+
+import json
+
+import pytest
+
+from fl_mdisc.errors import ConfigError
+from fl_mdisc.report import (aggregate_cells, detection, paper_table13, plot_md_hist, plot_md_stream, plot_table13,
+                             table1_markdown, table1_rows, write_table13)
+from fl_mdisc.tables import pop_list
+
+
+def _run(scen, strat, seed, accs, rounds=None, attack="lambda_update", summary=None):
+    metrics = [{"round": r, "accuracy": a, "phase": "start" if r == 0 else "accumulate"} for r, a in accs]
+    return {"scenario": scen, "strategy": strat, "seed": seed, "attack": attack, "metrics": metrics,
+            "rounds": rounds or [], "summary": summary or {}}
+
+
+def test_aggregate_mean_std_over_seeds():
+    runs = [_run("poisoned", "gc", 0, [(0, 60), (10, 70), (20, 72)]), _run("poisoned", "gc", 1, [(0, 60), (10, 74), (20, 68)]),
+            _run("clean", "st", 0, [(0, 60), (10, 65), (20, 66)])]
+    cells = aggregate_cells(runs, [10, 20])
+    assert [c["scenario"] for c in cells] == ["clean", "poisoned"]
+    gc = cells[1]
+    assert gc["seeds"] == [0, 1] and gc["accuracy_mean"] == [72.0, 70.0] and gc["accuracy_std"] == [2.0, 2.0]
+    assert gc["mean_over_evals"] == pytest.approx(71.0)
+
+
+def test_detection_precision_recall_auroc():
+    rounds = [{"round": 1, "phase": "accumulate", "clients": [
+        {"md": 0.5, "malicious": False, "flagged": False}, {"md": 0.9, "malicious": True, "flagged": True}]},
+        {"round": 2, "phase": "accumulate", "clients": [
+            {"md": 0.8, "malicious": False, "flagged": True}, {"md": 0.7, "malicious": True, "flagged": False}]}]
+    (d,) = detection([_run("poisoned", "dgc", 0, [(0, 1)], rounds=rounds)])
+    assert d["precision"] == 0.5 and d["recall"] == 0.5
+    assert d["auroc"] == pytest.approx(0.75)  # 0.9 beats both honest, 0.7 beats 0.5 only
+    assert d["flagged_honest_rate"] == 0.5
+
+
+def test_table13_files_have_the_documented_shape(tmp_path):
+    runs = [_run(s, st, 0, [(0, 60), (10, 61), (20, 62)]) for s in ("clean", "poisoned") for st in ("st", "gc", "dgc")]
+    doc = {"preset": "cpu", "dataset": "cifar10", "model": "small_cnn", "protocol": "harness", "num_clients": 1,
+           "num_malicious": 1, "seeds": [0], "steps": [10, 20], "cells": aggregate_cells(runs, [10, 20]),
+           "paper": paper_table13(), "detection": []}
+    write_table13(doc, tmp_path)
+    data = json.loads((tmp_path / "table13.json").read_text())
+    assert set(data) >= {"preset", "dataset", "model", "num_clients", "num_malicious", "steps", "cells", "paper", "protocol"}
+    cell = data["cells"][0]
+    assert set(cell) >= {"scenario", "strategy", "seeds", "accuracy_mean", "accuracy_std"}
+    assert len(cell["accuracy_mean"]) == len(data["steps"])
+    assert data["paper"]["steps"] == [10, 100, 200, 300, 400, 500]
+    assert data["paper"]["cells"][3]["accuracy_mean"][-1] == 69.23  # poisoned ST at step 500
+    md = (tmp_path / "table13.md").read_text()
+    assert "| poisoned | DGC |" in md and "Paper" in md
+    assert (tmp_path / "table13.csv").read_text().count("\n") == 13
+    plot_table13(runs, tmp_path / "t.png", "t")
+    assert (tmp_path / "t.png").stat().st_size > 1000
+
+
+def test_md_plots(tmp_path):
+    rounds = [{"round": r, "phase": "accumulate", "clients": [
+        {"md": 0.5, "malicious": False, "md-in-p10": 1, "md-in-p50": 2, "md-in-p90": 3,
+         "md-clean-p10": 0.1, "md-clean-p50": 0.2, "md-clean-p90": 0.3}, {"md": 0.9, "malicious": True}]} for r in (1, 2, 3)]
+    run = _run("poisoned", "st", 0, [(0, 1)], rounds=rounds)
+    plot_md_hist([run], tmp_path / "h.png")
+    plot_md_stream([run], tmp_path / "s.png")
+    assert (tmp_path / "h.png").stat().st_size > 1000 and (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_table1_rows():
+    runs = [{"scenario": "poisoned", "method": "dsc", "seed": s, "summary": {
+        "accuracy_start": 66.0, "last_round": 10 + s, "accuracy_final": 62.0, "accuracy_after_trigger": 60.0 - s,
+        "trigger_drop": 2.0 + s, "dsc_corrected_samples": 100}} for s in (0, 1)]
+    (row,) = table1_rows(runs)
+    assert row["batch"] == (10.5, 0.5) and row["delta"] == (-2.5, 0.5) and row["trigger"] == (59.5, 0.5)
+    md = table1_markdown({"preset": "cpu", "model": "m", "rounds": 60, "monitor_drop": 4, "seeds": [0, 1], "rows": [row],
+                          "paper": {"start": 86.3, "clean": {"st": 84.4}, "poisoned": {"dsc": {"batch": 3, "poison": 81.2,
+                                                                                                "trigger": 77.3, "delta": -3.8}}}})
+    assert "| poisoned | DSC | 66.00 ± 0.00 | 10.50 ± 0.50 |" in md
+
+
+def test_pop_list():
+    val, rest = pop_list(["seeds=[0,1,2]", "strategy=gc"], "seeds", [0])
+    assert val == ["0", "1", "2"] and rest == ["strategy=gc"]
+    with pytest.raises(ConfigError):
+        pop_list(["seeds=[]"], "seeds", [0])
