@@ -211,26 +211,40 @@ def aggregation(cfg, entry, repeats: int = 10) -> dict:
 
 
 class RssSampler(threading.Thread):
-    """Peak of the summed RSS of this process and all processes below the SuperLink (psutil, every 0.5 s)."""
+    """Peak of the summed RSS of this process and of every process below the project's SuperLink (ps, every 0.5 s)."""
 
     def __init__(self, home: str):
         super().__init__(daemon=True)
         self.home, self.peak, self.stop_flag = home, 0.0, False
 
-    def run(self):
-        import psutil
+    def sample(self) -> float:
+        import subprocess
 
-        me = psutil.Process(os.getpid())
+        out = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,rss,args"], capture_output=True, text=True).stdout
+        rows = []
+        for line in out.splitlines()[1:]:
+            parts = line.split(None, 3)
+            if len(parts) == 4:
+                rows.append((int(parts[0]), int(parts[1]), int(parts[2]), parts[3]))
+        kids: dict[int, list] = {}
+        for pid, ppid, _r, _a in rows:
+            kids.setdefault(ppid, []).append(pid)
+        rss = {pid: r for pid, _pp, r, _a in rows}
+        todo = [pid for pid, _pp, _r, a in rows if self.home in a and "flower-superlink" in a] + [os.getpid()]
+        seen = set()
+        while todo:
+            pid = todo.pop()
+            if pid not in seen:
+                seen.add(pid)
+                todo.extend(kids.get(pid, []))
+        return sum(rss.get(p, 0) for p in seen) / 1024.0
+
+    def run(self):
         while not self.stop_flag:
-            total = me.memory_info().rss
-            for p in psutil.process_iter(["cmdline"]):
-                try:
-                    if self.home in " ".join(p.info["cmdline"] or []) and "flower-superlink" in " ".join(p.info["cmdline"]):
-                        for q in [p] + p.children(recursive=True):
-                            total += q.memory_info().rss
-                except (psutil.Error, TypeError):
-                    continue
-            self.peak = max(self.peak, total / 2**20)
+            try:
+                self.peak = max(self.peak, self.sample())
+            except (OSError, ValueError):
+                pass
             time.sleep(0.5)
 
 

@@ -1,0 +1,26 @@
+"""Bench helpers (the benchmark itself is a command, not a test)."""
+
+from fl_mdisc.bench import RssSampler, _stats, bench_markdown
+
+
+def test_stats():
+    assert _stats([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+
+
+def test_rss_sampler_counts_this_process():
+    assert RssSampler("/no/such/flwr-home").sample() > 10  # MB: at least the Python interpreter itself
+
+
+def test_bench_markdown_lists_every_measure():
+    st = {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+    r = {"dsc_over_st_clean": st, "dsc_over_st_poisoned": st, "at_over_st": st, "dgc_over_gc": st,
+         "dgc_over_gc_aggregation_only": st, "flwr_over_inprocess": 1.1, "flwr_startup_s": 12.0,
+         "peak_rss_mb": {"default": 2000, "10_clients": 3000}, "attack_over_honest": 10.0,
+         "st_batch_s_clean": {"median": 0.05}, "machine": {"cores": 2, "torch": "x", "torch_threads_client": 1,
+                                                          "torch_threads_server": 2},
+         "config": {"preset": "cpu", "model": "m", "clients": 5, "rounds": 20, "strategy": "dgc", "attack": "a"}}
+    md = bench_markdown(r)
+    for key in ("DSC / ST per batch, clean", "poisoned", "AT / ST", "DGC / GC, whole round", "aggregation only",
+                "flwr run (Ray) / in-process", "start-up", "peak RSS", "attacker / honest"):
+        assert key in md
+    assert "15.7" in md  # the paper's DSC/ST ratio beside ours
