@@ -255,7 +255,7 @@ def flwr_rounds(cfg, overrides: list[str], out: Path) -> dict:
     from .report import read_jsonl
 
     c, path = prepare(overrides + [f"out_dir={out}", "resume=false"])
-    sampler = RssSampler(flwr_env(project_dir())["FLWR_HOME"])
+    sampler = RssSampler(flwr_env(project_dir())["FLWR_HOME"])  # the parent of every run's private home
     sampler.start()
     t0 = time.time()
     status = run_flwr(project_dir(), path, int(c.fed.num_clients), int(c.client_threads), 0.0, c.data_root, stream=False)

@@ -21,9 +21,23 @@ from pathlib import Path
 from .errors import FlMdiscError
 
 
-def flwr_env(project: Path, data_root: str | None = None) -> dict[str, str]:
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def flwr_env(project: Path, data_root: str | None = None, private: bool = False) -> dict[str, str]:
+    """Environment for the flwr CLI. ``private``: a FLWR_HOME and ports of this invocation alone, so that
+    concurrent runs (two sweeps, a test beside a run) never share, or stop, each other's SuperLink."""
     env = dict(os.environ)
     home = Path(env.get("FLWR_HOME") or project / ".flwr-home").resolve()
+    if private:
+        home = home / f"run-{os.getpid()}"
+        env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"] = str(_free_port())
+        env["FLWR_LOCAL_CONTROL_API_PORT"] = str(_free_port())
     home.mkdir(parents=True, exist_ok=True)
     env.update({
         "FLWR_HOME": str(home),
@@ -95,20 +109,16 @@ def stop_superlink(env: dict[str, str]) -> None:
 
 
 def prune_flwr_home(env: dict[str, str]) -> None:
-    """Bound disk use: the SuperLink database (runs, logs, FABs) and installed FABs are per-run scratch here."""
-    home = Path(env["FLWR_HOME"])
-    for p in (home / "local-superlink" / "state.db", ):
-        for cand in p.parent.glob(p.name + "*"):
-            cand.unlink(missing_ok=True)
-    shutil.rmtree(home / "apps", ignore_errors=True)
-    shutil.rmtree(home / "runtime-envs", ignore_errors=True)
+    """Bound disk use: the SuperLink database (runs, logs, FABs) and installed FABs are per-run scratch here.
+    (The SuperLink log goes with it; the run's own outputs are in out_dir.)"""
+    shutil.rmtree(env["FLWR_HOME"], ignore_errors=True)  # the private home of this invocation
 
 
 def run_flwr(project: Path, config_file: Path, num_clients: int, cpus_per_client: int = 1,
              gpus_per_client: float = 0.0, data_root: str | None = None, stream: bool = True,
              progress=None) -> dict:
     """Submit the app with ``config-file``, follow its log, return the final status from ``flwr list``."""
-    env = flwr_env(project, data_root)
+    env = flwr_env(project, data_root, private=True)
     flwr = _flwr_bin()
     neutral = env["FLWR_HOME"]
     stop_superlink(env)  # never reuse a SuperLink started with another environment / code
