@@ -123,8 +123,6 @@ def _prime(strategy, arrays):
 def inprocess_rounds(cfg, entry, rounds: int, strategy_name: str | None = None) -> dict:
     """The same rounds as a simulation, in a plain loop: same client functions, same strategy chain, no Flower
     transport or Ray. Returns per-round seconds and per-client seconds."""
-    from flwr.app import ArrayRecord
-
     from clients.honest import train_honest
     from clients.malicious import train_malicious
     from strategies.factory import build_strategy
@@ -167,7 +165,6 @@ def inprocess_rounds(cfg, entry, rounds: int, strategy_name: str | None = None) 
         agg_times.append(time.perf_counter() - t2)
         arrays = agg.to_numpy_ndarrays() if agg is not None else arrays
         per_round.append(time.perf_counter() - t0)
-        _ = ArrayRecord
     return {"round_s": per_round, "aggregate_s": agg_times, "client_s": client_times}
 
 
@@ -267,7 +264,7 @@ def flwr_rounds(cfg, overrides: list[str], out: Path) -> dict:
     summ = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     return {"status": status.get("status"), "wall_s": round(wall, 2), "round_s": rounds_s,
             "startup_s": round(wall - sum(rounds_s), 2), "peak_rss_mb": round(sampler.peak, 1),
-            "eval_s_total": None, "summary_wall_s": summ.get("wall_s")}
+            "summary_wall_s": summ.get("wall_s")}
 
 
 def bench(overrides: list[str]) -> dict:
@@ -295,7 +292,7 @@ def bench(overrides: list[str]) -> dict:
     print("bench: 10 clients through flwr run (peak memory) ...", flush=True)
     fl10 = flwr_rounds(cfg, base + ["fed.num_clients=10", "num_rounds=5", "eval_every=5"], out / "flwr-10clients")
     hon, mal = inproc["client_s"]["honest"], inproc["client_s"]["malicious"]
-    round_gc_est = [r for r in inproc["round_s"]]
+    round_gc_est = inproc["round_s"]
     agg = res["dgc_aggregate_s"]["median"] - res["gc_aggregate_s"]["median"]
     whole = [r / (r - agg) for r in round_gc_est] if cfg.strategy.name == "dgc" else [(r + agg) / r for r in round_gc_est]
     res.update({

@@ -28,13 +28,6 @@ PAPER_TABLE13 = {
     ],
 }
 
-# Zhu et al. 2023, Table 1, CIFAR-10 (mean; the paper also gives std), accumulative-poisoning rows.
-PAPER_TABLE1 = {
-    "clean": {"st": {"start": 83.38}, "gc": {"start": 83.38}, "at": {"start": 83.38}, "dsc": {"start": 83.38}},
-    "note": "see the paper's Table 1 for the full rows; only values stated in the text are reproduced here",
-}
-
-
 def read_jsonl(path: Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
