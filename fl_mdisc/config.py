@@ -196,6 +196,8 @@ def validate(cfg: DictConfig) -> None:
         _num(cfg, "strategy.probe_size", 1, integer=True)
         if cfg.strategy.hist not in ("burnin", "lag"):
             raise ConfigError(f"unknown strategy.hist '{cfg.strategy.hist}'; choose burnin or lag")
+        if cfg.strategy.get("mode", "clip") not in ("clip", "scale"):
+            raise ConfigError(f"unknown strategy.mode '{cfg.strategy.mode}'; choose clip or scale")
         if cfg.strategy.md_source not in ("server", "client"):
             raise ConfigError(f"unknown strategy.md_source '{cfg.strategy.md_source}'; choose server or client")
         _num(cfg, "strategy.hist_lag", 1, integer=True)

@@ -28,6 +28,9 @@ PAPER_TABLE13 = {
     ],
 }
 
+STRATEGY_ORDER = ["st", "gc", "dgc", "dgc_scale", "median", "trimmed_mean", "multikrum"]
+
+
 def read_jsonl(path: Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
@@ -59,7 +62,7 @@ def aggregate_cells(runs: list[dict], steps: list[int]) -> list[dict]:
                       if any(all_rounds) else None,
                       "trigger_drop": _mean([r.get("summary", {}).get("trigger_drop") for r in rs])})
     order = {"clean": 0, "poisoned": 1}
-    strat_order = {s: i for i, s in enumerate(["st", "gc", "dgc", "median", "trimmed_mean", "multikrum"])}
+    strat_order = {s: i for i, s in enumerate(STRATEGY_ORDER)}
     return sorted(cells, key=lambda c: (order.get(c["scenario"], 9), strat_order.get(c["strategy"], 9)))
 
 
@@ -170,8 +173,7 @@ def plot_table13(runs: list[dict], path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, max(1, len(scenarios)), figsize=(6 * max(1, len(scenarios)), 4), squeeze=False)
     for ax, scen in zip(axes[0], scenarios):
         strategies = sorted({r["strategy"] for r in runs if r["scenario"] == scen},
-                            key=lambda s: ["st", "gc", "dgc", "median", "trimmed_mean", "multikrum"].index(s)
-                            if s in ["st", "gc", "dgc", "median", "trimmed_mean", "multikrum"] else 9)
+                            key=lambda s: STRATEGY_ORDER.index(s) if s in STRATEGY_ORDER else 9)
         for strat in strategies:
             rs = [r for r in runs if r["scenario"] == scen and r["strategy"] == strat]
             rounds = sorted({m["round"] for r in rs for m in r["metrics"] if m.get("phase") != "trigger"})

@@ -11,6 +11,14 @@ P_t = mu + tau * t,
 
 and when MD_k <= P_t the GC factor itself is reused (not recomputed), so clean updates are clipped
 bit-identically to GC.
+
+DGC ``mode="scale"`` (our variant): a flagged update is shrunk by P_t / MD_k whatever its norm,
+
+    Delta_k <- Delta_k * f_k * P_t / MD_k,    f_k = min(1, C / ||Delta_k||_2),
+
+i.e. the bound is C_k = min(C, ||Delta_k||) * P_t / MD_k. For an update above C this equals ``mode="clip"``;
+it differs for a flagged update *below* C, which a norm bound can never touch (an attacker that keeps its
+norm small, as the lambda-update attacker of the one-participant harness does; see README).
 """
 
 from __future__ import annotations
@@ -33,15 +41,24 @@ def gc_factor(norm: float, clip_norm: float) -> float:
     return 1.0 if norm <= clip_norm else clip_norm / norm
 
 
-def dgc_bound(clip_norm: float, md: float, P: float) -> float:
-    """C_k = C * min(1, P / MD_k)."""
-    return clip_norm if md <= P else clip_norm * (P / md)
+DGC_MODES = ("clip", "scale")
 
 
-def dgc_factor(norm: float, clip_norm: float, md: float, P: float, gc_fac: float) -> float:
-    """Clip factor of DGC: GC's own factor when MD <= P, else min(1, C_k / ||Delta||)."""
+def dgc_bound(clip_norm: float, md: float, P: float, norm: float | None = None, mode: str = "clip") -> float:
+    """C_k = C * min(1, P / MD_k) (clip), or min(C, ||Delta||) * min(1, P / MD_k) (scale)."""
+    base = clip_norm if mode == "clip" or norm is None else min(clip_norm, norm)
+    return base if md <= P else base * (P / md)
+
+
+def dgc_factor(norm: float, clip_norm: float, md: float, P: float, gc_fac: float, mode: str = "clip") -> float:
+    """Clip factor of DGC: GC's own factor when MD <= P; else min(1, C_k / ||Delta||) (clip) or
+    f_GC * P / MD (scale)."""
     if md <= P:
         return gc_fac
+    if mode == "scale":
+        return gc_fac * (P / md)
+    if mode != "clip":
+        raise ValueError(f"unknown DGC mode {mode!r}; choose one of {DGC_MODES}")
     return gc_factor(norm, dgc_bound(clip_norm, md, P))
 
 

@@ -16,7 +16,9 @@ This is the rule of DESIGN.md section 5. For each client update Delta_k at round
    ``md_source=client``, the mean MD that the client reports for its own incoming samples (meaningful when
    poisoned samples are injected into an honest client's stream).
 3. Threshold P_t = mu + tau * t. If MD_k <= P_t the GC factor f_k is kept as is (bit-identical to GC);
-   otherwise the bound shrinks to C_k = C * P_t / MD_k and Delta_k <- Delta_k * min(1, C_k / ||Delta_k||_2).
+   otherwise the bound shrinks to C_k = C * P_t / MD_k and Delta_k <- Delta_k * min(1, C_k / ||Delta_k||_2)
+   (``mode="clip"``, the default), or the GC-clipped update is scaled by P_t / MD_k whatever its norm
+   (``mode="scale"``: C_k = min(C, ||Delta_k||) * P_t / MD_k, so a flagged update below C is shrunk too).
 
 theta_hist is either the burn-in historical checkpoint (``hist=burnin``, as DSC's epoch-20 model) or the
 global model ``hist_lag`` rounds ago from a bounded ring buffer (``hist=lag``; theta_start until then).
@@ -32,7 +34,7 @@ from logging import INFO
 from flwr.common import log
 from flwr.serverapp.strategy import Strategy
 
-from .clipping import apply_factor, dgc_bound, dgc_factor
+from .clipping import DGC_MODES, apply_factor, dgc_bound, dgc_factor
 from .gc import GradientClipping
 
 
@@ -43,8 +45,11 @@ class DiscrepancyAwareClipping(GradientClipping):
                  probe_md: Callable[[list], list[float]] | None = None,
                  set_hist: Callable[[list], None] | None = None,
                  md_source: str = "server", hist_lag: int | None = None, round_offset: int = 0,
-                 step_scale: float = 1.0) -> None:
+                 step_scale: float = 1.0, mode: str = "clip") -> None:
         super().__init__(strategy, clip_norm)
+        if mode not in DGC_MODES:
+            raise ValueError(f"unknown DGC mode {mode!r}; choose one of {DGC_MODES}")
+        self.mode = mode
         if md_source == "server" and probe_md is None:
             raise ValueError("md_source='server' needs a probe_md callable")
         self.mu, self.tau = float(mu), float(tau)
@@ -57,7 +62,8 @@ class DiscrepancyAwareClipping(GradientClipping):
         self.history: deque = deque(maxlen=(hist_lag + 1) if hist_lag else 1)
 
     def summary(self) -> None:
-        log(INFO, "\t├── DGC: C=%s, P_t = %s + %s * t, MD from %s", self.clip_norm, self.mu, self.tau, self.md_source)
+        log(INFO, "\t├── DGC (%s): C=%s, P_t = %s + %s * t, MD from %s", self.mode, self.clip_norm, self.mu, self.tau,
+            self.md_source)
         super().summary()
 
     def threshold(self, server_round: int) -> float:
@@ -80,8 +86,8 @@ class DiscrepancyAwareClipping(GradientClipping):
             mds = [float(m.get("md-client", 0.0)) for (_p, _u, m) in items]
         out = []
         for (_p, _u, _m), (fac, entry), md in zip(items, gc, mds):
-            new_fac = dgc_factor(entry["norm"], self.clip_norm, md, P, fac)
-            entry.update({"md": float(md), "P": P, "bound": dgc_bound(self.clip_norm, md, P),
+            new_fac = dgc_factor(entry["norm"], self.clip_norm, md, P, fac, self.mode)
+            entry.update({"md": float(md), "P": P, "bound": dgc_bound(self.clip_norm, md, P, entry["norm"], self.mode),
                           "factor": new_fac, "flagged": bool(md > P)})
             out.append((new_fac, entry))
         return out

@@ -38,7 +38,7 @@ def build_strategy(cfg, probe_md=None, set_hist=None):
         clip = inner = DiscrepancyAwareClipping(
             inner, float(s.clip_norm), float(s.mu), float(s.tau), probe_md=probe_md, set_hist=set_hist,
             md_source=str(s.md_source), hist_lag=int(s.hist_lag) if s.hist == "lag" else None,
-            step_scale=float(cfg.fed.server_lr))
+            step_scale=float(cfg.fed.server_lr), mode=str(s.get("mode", "clip")))
     validator = ReplyValidator(inner)
     outer = ServerSGD(validator, lr=float(cfg.fed.server_lr), momentum=float(cfg.fed.server_momentum))
     return outer, clip, validator

@@ -27,6 +27,20 @@ class TestClippingMaths:
         assert dgc_factor(1.0, 2.0, md=0.5, P=1.0, gc_fac=0.123) == 0.123  # reuse GC's factor
         assert dgc_factor(1.0, 2.0, md=4.0, P=1.0, gc_fac=1.0) == pytest.approx(0.5)
 
+    def test_scale_mode_shrinks_small_flagged_updates(self):
+        # norm 0.3 < C = 2: clip mode cannot touch it (bound 0.5 > 0.3), scale mode shrinks it by P/MD
+        assert dgc_factor(0.3, 2.0, md=4.0, P=1.0, gc_fac=1.0, mode="clip") == 1.0
+        assert dgc_factor(0.3, 2.0, md=4.0, P=1.0, gc_fac=1.0, mode="scale") == pytest.approx(0.25)
+        assert dgc_bound(2.0, md=4.0, P=1.0, norm=0.3, mode="scale") == pytest.approx(0.075)
+        # above C both modes give the same factor; below P both reuse GC's factor
+        f_clip = dgc_factor(8.0, 2.0, md=4.0, P=1.0, gc_fac=0.25, mode="clip")
+        assert dgc_factor(8.0, 2.0, md=4.0, P=1.0, gc_fac=0.25, mode="scale") == pytest.approx(f_clip)
+        assert dgc_factor(0.3, 2.0, md=0.5, P=1.0, gc_fac=0.77, mode="scale") == 0.77
+
+    def test_unknown_mode_is_one_clear_error(self):
+        with pytest.raises(ValueError, match="choose one of"):
+            dgc_factor(0.3, 2.0, md=4.0, P=1.0, gc_fac=1.0, mode="bogus")
+
 
 class TestGC:
     def test_hand_made_replies(self):
@@ -44,14 +58,14 @@ class TestGC:
 
 
 class TestDGC:
-    def _dgc(self, mds, P=1.0, C=1.0, step_scale=1.0):
+    def _dgc(self, mds, P=1.0, C=1.0, step_scale=1.0, mode="clip"):
         calls = []
 
         def probe(cands):
             calls.append([c[0].copy() for c in cands])
             return list(mds)
 
-        s = DiscrepancyAwareClipping(fedavg(), C, mu=P, tau=0.0, probe_md=probe, step_scale=step_scale)
+        s = DiscrepancyAwareClipping(fedavg(), C, mu=P, tau=0.0, probe_md=probe, step_scale=step_scale, mode=mode)
         return s, calls
 
     def test_equals_gc_when_md_below_threshold(self):
@@ -77,6 +91,16 @@ class TestDGC:
         assert not log[1]["flagged"] and log[1]["bound"] == 1.0
         # MD measured on theta_t + eta * (GC-clipped update)
         np.testing.assert_allclose(calls[0][0], [0.06, 0.08, 0.0], rtol=1e-6)
+
+    def test_scale_mode_on_replies(self):
+        dgc, _ = self._dgc([4.0, 0.5], P=1.0, C=1.0, mode="scale")
+        prime(dgc, [np.zeros(3)])
+        arrays, _ = dgc.aggregate_train(1, [reply([[0.3, 0.4, 0]], 0), reply([[0.3, 0.4, 0]], 1)])
+        # client 0: norm 0.5 < C, flagged (MD 4 > P 1) -> scaled by 1/4; client 1 untouched
+        np.testing.assert_allclose(arrays.to_numpy_ndarrays()[0], [(0.075 + 0.3) / 2, (0.1 + 0.4) / 2, 0], rtol=1e-6)
+        log = {e["partition-id"]: e for e in dgc.client_log}
+        assert log[0]["factor"] == pytest.approx(0.25) and log[0]["bound"] == pytest.approx(0.125)
+        assert log[1]["factor"] == 1.0
 
     def test_threshold_grows_with_rounds(self):
         s = DiscrepancyAwareClipping(fedavg(), 1.0, mu=0.5, tau=0.02, probe_md=lambda c: [0.0] * len(c))
@@ -153,12 +177,12 @@ class TestReplyValidator:
 
 
 class TestFactory:
-    @pytest.mark.parametrize("name", ["st", "gc", "dgc", "median", "trimmed_mean", "multikrum"])
+    @pytest.mark.parametrize("name", ["st", "gc", "dgc", "dgc_scale", "median", "trimmed_mean", "multikrum"])
     def test_every_strategy_aggregates_hand_made_replies(self, name):
         from fl_mdisc.config import compose
         from strategies.factory import build_strategy
 
-        cfg = compose([f"strategy={name}", "strategy.md_source=client"] if name == "dgc" else [f"strategy={name}"])
+        cfg = compose([f"strategy={name}", "strategy.md_source=client"] if name.startswith("dgc") else [f"strategy={name}"])
         outer, clip, validator = build_strategy(cfg)
         theta = [np.zeros(4, np.float32)]
         prime(outer, theta)
