@@ -89,8 +89,9 @@ def resolve_defaults(cfg: DictConfig) -> None:
     """Fill null values that default to the preset's calibrated values."""
     if cfg.protocol == "harness" and cfg.get("harness") is not None:
         cfg.fed.server_lr = cfg.harness.server_lr
-        for k in ("clip_norm", "mu", "tau", "lam"):
-            cfg.calib[k] = cfg.harness[k]
+        for k in ("clip_norm", "mu", "tau", "lam", "trigger_scale"):
+            if k in cfg.harness:
+                cfg.calib[k] = cfg.harness[k]
     s = cfg.strategy
     if s.name in ("gc", "dgc") and s.get("clip_norm") is None:
         s.clip_norm = cfg.calib.clip_norm
@@ -106,6 +107,8 @@ def resolve_defaults(cfg: DictConfig) -> None:
             s.num_to_select = max(1, cfg.fed.num_clients - s.num_malicious)
     if cfg.attack.name == "lambda_update" and cfg.attack.get("lam") is None:
         cfg.attack.lam = cfg.calib.lam
+    if cfg.attack.name == "lambda_update" and cfg.attack.get("trigger_scale") is None:
+        cfg.attack.trigger_scale = cfg.calib.get("trigger_scale", 0.01)
     if cfg.protocol == "harness":
         # Pang's harness: one participant per round supplies the whole aggregate.
         cfg.fed.num_clients = 1

@@ -39,6 +39,36 @@ def _get(overrides: list[str], key: str):
     return None
 
 
+CELL_KEYS = ("preset_name", "protocol", "seed", "num_rounds", "trigger", "dataset.name", "model.name", "fed.num_clients",
+             "fed.num_malicious", "fed.server_lr", "strategy.name", "strategy.mode", "strategy.clip_norm",
+             "strategy.mu", "strategy.tau", "attack.name", "attack.lam", "attack.trigger_scale", "defense.name")
+
+
+def _key(cfg, dotted: str):
+    from omegaconf import OmegaConf
+
+    v = OmegaConf.select(cfg, dotted, default=None)
+    return "clip" if v is None and dotted == "strategy.mode" and cfg.strategy.name == "dgc" else v
+
+
+def check_cell_matches(cell: dict, out: Path) -> None:
+    """A complete cell is reused only if it answers the same question: its recorded config must agree with
+    the sweep's on the keys that define the experiment; otherwise one clear error, never a silent mix."""
+    from omegaconf import OmegaConf
+
+    from .config import compose
+
+    recorded_path = out / "config.yaml"
+    if not recorded_path.is_file():
+        raise FlMdiscError(f"cell {cell['name']} in {out} has a summary but no config.yaml; delete that folder")
+    recorded = OmegaConf.load(recorded_path)
+    wanted = compose(cell["overrides"])
+    diff = [f"{k}: {_key(recorded, k)} != {_key(wanted, k)}" for k in CELL_KEYS if _key(recorded, k) != _key(wanted, k)]
+    if diff:
+        raise FlMdiscError(f"cell {cell['name']} in {out} was run with another config ({'; '.join(diff)}); "
+                           "use another out_dir, or delete that cell folder to rerun it")
+
+
 def run_cells(cells: list[dict], quiet: bool = True) -> list[dict]:
     """Run each cell (skipping complete ones); show cell i/n, round r/R, elapsed and ETA."""
     from .cli import prepare, project_dir, warm_burnin
@@ -48,6 +78,7 @@ def run_cells(cells: list[dict], quiet: bool = True) -> list[dict]:
     for i, cell in enumerate(cells, 1):
         out = Path(cell["out_dir"])
         if (out / "summary.json").is_file():
+            check_cell_matches(cell, out)
             print(f"[cell {i}/{len(cells)}] {cell['name']}: complete, skipped", flush=True)
             continue
         cfg, path = prepare(cell["overrides"] + [f"out_dir={out}"])

@@ -32,6 +32,8 @@ def test_presets_and_calibrated_defaults():
     cpu = compose([])
     assert cpu.preset_name == "cpu" and cpu.model.name == "small_cnn"
     assert cpu.strategy.clip_norm == cpu.calib.clip_norm and cpu.attack.lam == cpu.calib.lam
+    assert cpu.attack.trigger_scale == cpu.calib.trigger_scale  # the preset's calibrated trigger ...
+    assert compose(["protocol=harness"]).attack.trigger_scale == 0.01  # ... and Pang's for the harness
     paper = compose(["preset=paper"])
     assert paper.model.name == "resnet18" and paper.num_rounds == 500 and paper.burnin.hist_epoch == 20
     assert compose(["preset=paper", "model=small_cnn"]).model.name == "small_cnn"  # the command line wins

@@ -84,3 +84,22 @@ def test_pop_list():
     assert val == ["0", "1", "2"] and rest == ["strategy=gc"]
     with pytest.raises(ConfigError):
         pop_list(["seeds=[]"], "seeds", [0])
+
+
+def test_complete_cell_is_reused_only_for_the_same_experiment(tmp_path):
+    from omegaconf import OmegaConf
+
+    from fl_mdisc.config import compose
+    from fl_mdisc.errors import FlMdiscError
+    from fl_mdisc.tables import check_cell_matches
+
+    overrides = ["protocol=harness", "num_rounds=40", "strategy=dgc", "attack=lambda_update", "seed=1"]
+    cell = tmp_path / "harness-poisoned-dgc-s1"
+    cell.mkdir()
+    (cell / "summary.json").write_text("{}")
+    (cell / "config.yaml").write_text(OmegaConf.to_yaml(compose(overrides)))
+    check_cell_matches({"name": cell.name, "overrides": overrides}, cell)  # same experiment: reused
+    for changed, key in (("num_rounds=60", "num_rounds"), ("strategy=dgc_scale", "strategy.mode"),
+                         ("attack.trigger_scale=0.5", "attack.trigger_scale")):
+        with pytest.raises(FlMdiscError, match=f"{key}: .* != .*another out_dir"):
+            check_cell_matches({"name": cell.name, "overrides": overrides + [changed]}, cell)
