@@ -247,7 +247,7 @@ class RssSampler(threading.Thread):
 
 def flwr_rounds(cfg, overrides: list[str], out: Path) -> dict:
     """A real `flwr run` of the config; rounds' wall time from timing.jsonl, the rest is start-up/teardown."""
-    from .cli import prepare, project_dir
+    from .cli import gpus_per_client, prepare, project_dir
     from .launch import flwr_env, run_flwr
     from .report import read_jsonl
 
@@ -255,7 +255,8 @@ def flwr_rounds(cfg, overrides: list[str], out: Path) -> dict:
     sampler = RssSampler(flwr_env(project_dir())["FLWR_HOME"])  # the parent of every run's private home
     sampler.start()
     t0 = time.time()
-    status = run_flwr(project_dir(), path, int(c.fed.num_clients), int(c.client_threads), 0.0, c.data_root, stream=False)
+    status = run_flwr(project_dir(), path, int(c.fed.num_clients), int(c.client_threads), gpus_per_client(c),
+                      c.data_root, stream=False)
     wall = time.time() - t0
     sampler.stop_flag = True
     sampler.join()

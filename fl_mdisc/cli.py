@@ -52,19 +52,22 @@ def warm_burnin(cfg) -> None:
     ensure_burnin(cfg, log=lambda m: print(f"fl-mdisc: {m}", flush=True))
 
 
+def gpus_per_client(cfg) -> float:
+    """Ray client resources: with a GPU (and device != cpu) up to 4 ClientApp actors share it; else none."""
+    if cfg.device == "cpu":
+        return 0.0
+    import torch
+
+    return 1.0 / max(1, min(int(cfg.fed.num_clients), 4)) if torch.cuda.is_available() else 0.0
+
+
 def cmd_run(args) -> int:
     from .launch import run_flwr
 
     cfg, path = prepare(args.overrides)
     print(f"fl-mdisc: output folder {cfg.out_dir}", flush=True)
     warm_burnin(cfg)
-    gpus = 0.0
-    if cfg.device != "cpu":
-        import torch
-
-        if torch.cuda.is_available():
-            gpus = 1.0 / max(1, min(int(cfg.fed.num_clients), 4))
-    status = run_flwr(project_dir(), path, int(cfg.fed.num_clients), int(cfg.client_threads), gpus,
+    status = run_flwr(project_dir(), path, int(cfg.fed.num_clients), int(cfg.client_threads), gpus_per_client(cfg),
                       cfg.data_root, stream=not args.quiet)
     print(f"fl-mdisc: flwr run {status['run_id']} {status.get('status')}", flush=True)
     if status.get("status") != "finished:completed":
@@ -110,7 +113,7 @@ def cmd_calibrate(args) -> int:
     cfg, path = prepare(args.overrides + forced, tag="calibrate")
     if not args.fit_only:
         warm_burnin(cfg)
-        status = run_flwr(project_dir(), path, int(cfg.fed.num_clients), int(cfg.client_threads), 0.0,
+        status = run_flwr(project_dir(), path, int(cfg.fed.num_clients), int(cfg.client_threads), gpus_per_client(cfg),
                           cfg.data_root, stream=not args.quiet)
         if status.get("status") != "finished:completed":
             raise FlMdiscError(f"the calibration run did not complete ({status.get('status')})")

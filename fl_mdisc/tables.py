@@ -71,7 +71,7 @@ def check_cell_matches(cell: dict, out: Path) -> None:
 
 def run_cells(cells: list[dict], quiet: bool = True) -> list[dict]:
     """Run each cell (skipping complete ones); show cell i/n, round r/R, elapsed and ETA."""
-    from .cli import prepare, project_dir, warm_burnin
+    from .cli import gpus_per_client, prepare, project_dir, warm_burnin
     from .launch import run_flwr
 
     t0 = time.time()
@@ -94,7 +94,7 @@ def run_cells(cells: list[dict], quiet: bool = True) -> list[dict]:
                     f"{el:.0f}s elapsed, ETA {eta:.0f}s (sweep {time.time() - t0:.0f}s)")
 
         print(f"[cell {i}/{len(cells)}] {cell['name']}: starting -> {out}", flush=True)
-        status = run_flwr(project_dir(), path, int(cfg.fed.num_clients), int(cfg.client_threads), 0.0,
+        status = run_flwr(project_dir(), path, int(cfg.fed.num_clients), int(cfg.client_threads), gpus_per_client(cfg),
                           cfg.data_root, stream=not quiet, progress=progress)
         if status.get("status") != "finished:completed":
             raise FlMdiscError(f"cell {cell['name']} did not complete ({status.get('status')}): "

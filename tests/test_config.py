@@ -58,3 +58,15 @@ def test_cli_missing_data(tmp_path):
                        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
                                                             "FL_MDISC_OFFLINE": "1"})
     assert p.returncode == 2 and "cifar10 not found under" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_gpu_share_per_client(monkeypatch):
+    import torch
+
+    from fl_mdisc.cli import gpus_per_client
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert gpus_per_client(compose(["preset=paper"])) == pytest.approx(0.25)  # 5 clients, at most 4 per GPU
+    assert gpus_per_client(compose(["preset=paper", "device=cpu"])) == 0.0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpus_per_client(compose(["preset=paper"])) == 0.0
