@@ -29,6 +29,13 @@ PAPER_TABLE13 = {
 }
 
 STRATEGY_ORDER = ["st", "gc", "dgc", "dgc_scale", "median", "trimmed_mean", "multikrum"]
+STRATEGY_LABEL = {"dgc_scale": "DGC-scale", "median": "FedMedian", "trimmed_mean": "FedTrimmedAvg",
+                  "multikrum": "Multi-Krum"}
+
+
+def label(name: str) -> str:
+    """Display name of a strategy / method (the JSON keeps the config name)."""
+    return STRATEGY_LABEL.get(name, name.upper())
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -123,7 +130,7 @@ def table13_markdown(doc: dict) -> str:
              "|---|---|" + "---|" * (len(steps) + 2)]
     for c in doc["cells"]:
         vals = [_fmt(m, s) for m, s in zip(c["accuracy_mean"], c["accuracy_std"])]
-        lines.append(f"| {c['scenario']} | {c['strategy'].upper()} | " + " | ".join(vals)
+        lines.append(f"| {c['scenario']} | {label(c['strategy'])} | " + " | ".join(vals)
                      + f" | {_fmt(c.get('mean_over_evals'))} | {_fmt(c.get('trigger_drop'))} |")
     p = doc["paper"]
     lines += ["", "Paper (Zhu et al. 2023, Table 13; CIFAR-10, ResNet-18, GPU):", "",
@@ -179,7 +186,7 @@ def plot_table13(runs: list[dict], path: Path, title: str) -> None:
             rounds = sorted({m["round"] for r in rs for m in r["metrics"] if m.get("phase") != "trigger"})
             mat = np.array([accuracy_at(r["metrics"], rounds) for r in rs], dtype=float)
             mean, std = np.nanmean(mat, 0), np.nanstd(mat, 0)
-            ax.plot(rounds, mean, label=strat.upper())
+            ax.plot(rounds, mean, label=label(strat))
             ax.fill_between(rounds, mean - std, mean + std, alpha=0.2)
         ax.set_title(f"{scen}")
         ax.set_xlabel("round (step)")

@@ -157,7 +157,7 @@ def table13(overrides: list[str], quiet: bool = True) -> dict:
            "cells": aggregate_cells(runs, steps), "paper": paper_table13(),
            "detection": detection(det_runs), "command": "fl-mdisc table13 " + " ".join(overrides)}
     write_table13(doc, out)
-    plot_table13(runs, out / "table13.png", f"Table 13 ({protocol}, preset {base.preset_name}, seeds {seeds})")
+    plot_table13(runs, out / "table13.png", f"Table 13 ({protocol}, preset {base.preset_name}, seeds {[int(s) for s in seeds]})")
     plot_md_hist(det_runs, out / "md_hist.png")
     print((out / "table13.md").read_text())
     print(f"fl-mdisc: table13 written to {out}")
