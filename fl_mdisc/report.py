@@ -125,8 +125,10 @@ def table13_markdown(doc: dict) -> str:
     lines = [f"# Table 13 reproduction ({doc['protocol']} protocol)", "",
              f"Preset `{doc['preset']}`, dataset {doc['dataset']}, model {doc['model']}, "
              f"{doc['num_clients']} client(s) ({doc['num_malicious']} malicious in the poisoned scenario), "
-             f"seeds {doc.get('seeds')}. Test accuracy (%) on the full test set, mean ± std over seeds.", "",
-             "| scenario | strategy | " + " | ".join(str(s) for s in steps) + " | mean over evals | trigger Δ |",
+             f"seeds {doc.get('seeds')}. Test accuracy (%) on the full test set, mean ± std over seeds; "
+             "trigger drop = accuracy at the last accumulative round minus accuracy after the trigger round "
+             "(points lost, negative = gained), mean over seeds.", "",
+             "| scenario | strategy | " + " | ".join(str(s) for s in steps) + " | mean over evals | trigger drop |",
              "|---|---|" + "---|" * (len(steps) + 2)]
     for c in doc["cells"]:
         vals = [_fmt(m, s) for m, s in zip(c["accuracy_mean"], c["accuracy_std"])]
