@@ -133,10 +133,27 @@ def run_flwr(project: Path, config_file: Path, num_clients: int, cpus_per_client
             run_id = json.loads(sub.stdout)["run-id"]
         except (ValueError, KeyError):
             raise FlMdiscError(f"flwr run did not start: {(sub.stdout + sub.stderr).strip()[-800:]}") from None
-        if stream:
-            subprocess.run([flwr, "log", str(run_id), "--stream"], cwd=neutral, env=env)
-        last_progress = time.time()
+        # Follow the run with one long-lived `flwr log --stream` (an idle gRPC stream) and ask `flwr list` for the
+        # status only when it ends. Polling `flwr list` instead costs a whole Python start-up (~1 s of CPU) per
+        # call: every 2 s that took a third of a core from the clients and made each round of a 2-core sweep
+        # up to 1.7x slower (benchmarks/flwr_poll_cost.py).
+        first = True
         while True:
+            follower = subprocess.Popen([flwr, "log", str(run_id), "--stream"], cwd=neutral, env=env,
+                                        stdout=None if (stream and first) else subprocess.DEVNULL,
+                                        stderr=None if (stream and first) else subprocess.DEVNULL)
+            first = False
+            try:
+                while True:
+                    try:
+                        follower.wait(timeout=15.0 if progress is not None else None)
+                        break
+                    except subprocess.TimeoutExpired:
+                        print(progress(), flush=True)
+            finally:
+                if follower.poll() is None:
+                    follower.kill()
+                    follower.wait()
             st = subprocess.run([flwr, "list", "--run-id", str(run_id), "--format", "json"], cwd=neutral, env=env,
                                 capture_output=True, text=True)
             try:
@@ -145,10 +162,7 @@ def run_flwr(project: Path, config_file: Path, num_clients: int, cpus_per_client
                 raise FlMdiscError(f"cannot read the status of run {run_id}: {st.stdout.strip()[-400:]}") from None
             if str(info.get("status", "")).startswith("finished"):
                 return {"run_id": run_id, **info}
-            if progress is not None and time.time() - last_progress > 15:
-                print(progress(), flush=True)
-                last_progress = time.time()
-            time.sleep(2.0)
+            time.sleep(5.0)  # the log stream ended before the run did (a dropped connection): follow it again
     finally:
         stop_superlink(env)  # also on Ctrl-C: never leave a SuperLink or Ray behind
         prune_flwr_home(env)

@@ -1,0 +1,81 @@
+"""How `run_flwr` follows a run: one idle `flwr log --stream`, one `flwr list` when it ends (no polling loop).
+
+Polling `flwr list` every 2 s cost ~1 s of CPU per call and slowed every client of a 2-core sweep (see
+benchmarks/flwr_poll_cost.py); these tests pin the cheap behaviour with fake flwr commands (no SuperLink, no Ray).
+"""
+
+import json
+import subprocess
+
+import pytest
+
+from fl_mdisc import launch
+
+
+class _Fake:
+    def __init__(self, statuses, log_waits=0):
+        self.calls, self.statuses, self.log_waits = [], list(statuses), log_waits
+
+    def run(self, cmd, **kw):
+        self.calls.append(cmd[1] if cmd[0].endswith("flwr") else cmd[0])
+        if cmd[0].endswith("flwr") and cmd[1] == "run":
+            return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps({"run-id": 7}), stderr="")
+        if cmd[0].endswith("flwr") and cmd[1] == "list":
+            status = self.statuses.pop(0)
+            return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps({"runs": [{"status": status}]}), stderr="")
+        return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")  # ps
+
+    def popen(self, cmd, **kw):
+        self.calls.append(cmd[1])
+        fake = self
+
+        class P:
+            waits = fake.log_waits
+
+            def wait(self, timeout=None):
+                if P.waits > 0:
+                    P.waits -= 1
+                    raise subprocess.TimeoutExpired(cmd, timeout)
+                return 0
+
+            def poll(self):
+                return 0
+
+        return P()
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    def install(statuses, log_waits=0):
+        f = _Fake(statuses, log_waits)
+        monkeypatch.setattr(launch.subprocess, "run", f.run)
+        monkeypatch.setattr(launch.subprocess, "Popen", f.popen)
+        monkeypatch.setattr(launch.time, "sleep", lambda s: None)
+        monkeypatch.setenv("FLWR_HOME", str(tmp_path / "home"))
+        return f
+    return install
+
+
+def _flwr_calls(f):
+    return [c for c in f.calls if c in ("run", "log", "list")]
+
+
+def test_one_status_query_when_the_log_stream_ends(fake, tmp_path):
+    f = fake(["finished:completed"])
+    out = launch.run_flwr(tmp_path, tmp_path / "c.yaml", 2, stream=False)
+    assert out["status"] == "finished:completed" and out["run_id"] == 7
+    assert _flwr_calls(f) == ["run", "log", "list"]
+
+
+def test_progress_is_printed_while_waiting_without_polling_flwr(fake, tmp_path, capsys):
+    f = fake(["finished:completed"], log_waits=3)
+    launch.run_flwr(tmp_path, tmp_path / "c.yaml", 2, stream=False, progress=lambda: "cell 1/1 round 5/10")
+    assert capsys.readouterr().out.count("cell 1/1 round 5/10") == 3
+    assert _flwr_calls(f) == ["run", "log", "list"]
+
+
+def test_a_dropped_log_stream_is_followed_again(fake, tmp_path):
+    f = fake(["running", "finished:failed"])
+    out = launch.run_flwr(tmp_path, tmp_path / "c.yaml", 2, stream=False)
+    assert out["status"] == "finished:failed"
+    assert _flwr_calls(f) == ["run", "log", "list", "log", "list"]
