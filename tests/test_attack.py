@@ -49,6 +49,22 @@ class TestPoison:
         assert j_poison > j_clean
         assert (xp - x).abs().max() <= 0.2 + 1e-6
 
+    def test_h_once_per_round_equals_recomputing_it_every_pgd_step(self):
+        # craft_poison reuses h (and the clean gradient) across its PGD steps: exact, because both depend on
+        # theta only, which PGD does not change. The plain loop recomputes them at every step.
+        from fl_mdisc.attack import _pgd_step
+        m = TinyNet(5)
+        x, y, xt, yt, xv, yv = _batches()
+        fast = craft_poison(m, x, y, second_order_term(m, xt, yt, xv, yv), eps=0.2, step_size=0.2, steps=2)
+        x_adv = x.clone()
+        for _ in range(2):
+            h_n = _normed(second_order_term(m, xt, yt, xv, yv))
+            gc_n = _normed([g.detach() for g in param_grads(m, x, y)])
+            x_adv.requires_grad_(True)
+            (gx,) = torch.autograd.grad(poison_objective(m, x_adv, y, gc_n, h_n), x_adv)
+            x_adv = _pgd_step(x_adv, x, gx, 0.2, 0.2, sign=+1.0)
+        assert torch.equal(fast, x_adv)
+
     def test_second_order_term_is_gradient_of_alignment(self):
         m = TinyNet(4)
         _, _, xt, yt, xv, yv = _batches()
