@@ -89,9 +89,9 @@ def run_cells(cells: list[dict], quiet: bool = True) -> list[dict]:
         def progress(out=out, total=total, t_cell=t_cell, i=i):
             done = len(read_jsonl(out / "rounds.jsonl"))
             el = time.time() - t_cell
-            eta = el / done * (total - done) if done else float("nan")
+            eta = f"{el / done * (total - done):.0f}s" if done else "unknown (starting)"
             return (f"[cell {i}/{len(cells)}] {cell['name']}: round {done}/{total}, "
-                    f"{el:.0f}s elapsed, ETA {eta:.0f}s (sweep {time.time() - t0:.0f}s)")
+                    f"{el:.0f}s elapsed, ETA {eta} (sweep {time.time() - t0:.0f}s)")
 
         print(f"[cell {i}/{len(cells)}] {cell['name']}: starting -> {out}", flush=True)
         status = run_flwr(project_dir(), path, int(cfg.fed.num_clients), int(cfg.client_threads), gpus_per_client(cfg),
