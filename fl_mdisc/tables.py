@@ -10,6 +10,8 @@ import json
 import time
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from .errors import ConfigError, FlMdiscError
 from .report import (aggregate_cells, detection, paper_table13, plot_md_hist, plot_table13, read_jsonl,
                      write_table13)
@@ -109,6 +111,17 @@ def load_run(cell: dict) -> dict:
             "summary": summary}
 
 
+def default_table13_rounds(cfg) -> int:
+    """The preset's Table 13 length for cfg.protocol (``tables.table13_rounds``: one number, or one per protocol)."""
+    rounds = cfg.tables.table13_rounds
+    if OmegaConf.is_dict(rounds):
+        if cfg.protocol not in rounds:
+            raise ConfigError(f"tables.table13_rounds has no entry for protocol {cfg.protocol!r}; "
+                              f"add one to the preset or pass num_rounds=")
+        rounds = rounds[cfg.protocol]
+    return int(rounds)
+
+
 def table13(overrides: list[str], quiet: bool = True) -> dict:
     from .config import compose
 
@@ -127,7 +140,7 @@ def table13(overrides: list[str], quiet: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     rest = [o for o in overrides if not o.startswith("out_dir=")]
     if _get(rest, "num_rounds") is None:
-        rest.append(f"num_rounds={int(base.tables.table13_rounds)}")
+        rest.append(f"num_rounds={default_table13_rounds(base)}")
     R = int(_get(rest, "num_rounds"))
     steps = sorted({min(10, R)} | {R * k // 5 for k in range(1, 6)})
     cells = []

@@ -103,3 +103,12 @@ def test_complete_cell_is_reused_only_for_the_same_experiment(tmp_path):
                          ("attack.trigger_scale=0.5", "attack.trigger_scale")):
         with pytest.raises(FlMdiscError, match=f"{key}: .* != .*another out_dir"):
             check_cell_matches({"name": cell.name, "overrides": overrides + [changed]}, cell)
+
+
+def test_table13_default_length_per_protocol():
+    from fl_mdisc.config import compose
+    from fl_mdisc.tables import default_table13_rounds
+    assert default_table13_rounds(compose(["preset=cpu", "protocol=harness"])) == 200
+    assert default_table13_rounds(compose(["preset=cpu", "protocol=federated"])) == 100
+    assert default_table13_rounds(compose(["preset=paper", "protocol=federated"])) == 500
+    assert default_table13_rounds(compose(["preset=cpu", "tables.table13_rounds=30"])) == 30
