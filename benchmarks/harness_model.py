@@ -38,7 +38,7 @@ lams = [float(x) for x in sys.argv[2].split(",")]
 strats = sys.argv[3].split(",")
 extra = sys.argv[4:]
 every = int(os.environ.get("EVERY", "20"))
-base = ["preset=cpu", "protocol=harness", "seed=0", *extra]
+base = ([] if any(e.startswith("preset=") for e in extra) else ["preset=cpu"]) + ["protocol=harness", "seed=0", *extra]
 if os.environ.get("FL_MDISC_CACHE"):
     base.append(f"cache_dir={os.environ['FL_MDISC_CACHE']}")
 

@@ -9,6 +9,7 @@ import torch
 from fl_mdisc.burnin import load_model
 from fl_mdisc.config import from_json
 from fl_mdisc.experiment import make_plan
+from fl_mdisc.train import pick_device
 
 
 @functools.lru_cache(maxsize=4)
@@ -47,9 +48,7 @@ def adversarial_trigger(cfg_json: str, pid: int, start_path: str, start_sha: str
 
 
 def device(cfg) -> torch.device:
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
+    return pick_device(cfg)
 
 
 def plan(cfg_json: str):

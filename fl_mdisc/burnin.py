@@ -33,7 +33,7 @@ from .data import augment, load_dataset, make_split, to_float
 from .errors import CheckpointError
 from .md import fit_threshold, md_per_sample
 from .models import build_model
-from .train import evaluate
+from .train import evaluate, pick_device
 
 FORMAT = 1
 
@@ -56,12 +56,6 @@ def burnin_key(cfg) -> dict:
                                               "weight_decay", "batch_size")},
         "augment": bool(cfg.dataset.augment), "split": {"burnin": cfg.split.burnin, "probe": cfg.split.probe},
     }
-
-
-def _device(cfg) -> torch.device:
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def _train(cfg, model, x, y, x_test, y_test, dev, log):
@@ -120,7 +114,7 @@ def ensure_burnin(cfg, log=print) -> dict:
         log(f"burn-in cache miss: training {cfg.model.name} for {cfg.burnin.epochs} epochs -> {d}")
         ds = load_dataset(cfg.dataset.name, cfg.data_root)
         split = make_split(len(ds.y_train), cfg.split.burnin, cfg.split.probe)
-        dev = _device(cfg)
+        dev = pick_device(cfg)
         torch.manual_seed(0)
         model = build_model(cfg.model, cfg.dataset).to(dev)
         t0 = time.time()

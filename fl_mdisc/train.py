@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+def pick_device(cfg) -> torch.device:
+    """``cfg.device``: cpu | cuda | auto (cuda when available). On CUDA it also asks for deterministic kernels.
+
+    Why: on CPU the same config and seed give bit-identical runs (tests/test_simulation.py). On an H100 they did not:
+    in a paper-preset harness run (seed 0), ST and GC do identical maths (GC's clip factor was 1.0 in every round),
+    yet their accuracy already differed at round 10 (78.86 vs 78.87 %) and ended 44.45 vs 15.97 % at round 500,
+    because cuDNN/cuBLAS picked non-deterministic kernels and the attacked trajectory amplifies 1-ulp differences.
+    So: cuDNN deterministic, no autotuning, torch's deterministic algorithms (warn, not fail, for ops without one)
+    and cuBLAS's fixed workspace. (Not yet re-measured on a GPU after this change.)
+    """
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def local_sgd(model, x, y, lr: float, steps: int = 1):

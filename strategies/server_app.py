@@ -29,7 +29,7 @@ from fl_mdisc.errors import ConfigError, FlMdiscError
 from fl_mdisc.experiment import make_plan
 from fl_mdisc.md import ProbeMD
 from fl_mdisc.models import get_params
-from fl_mdisc.train import evaluate
+from fl_mdisc.train import evaluate, pick_device
 
 from .factory import build_strategy
 
@@ -98,7 +98,7 @@ def run(grid: Grid, run_config: dict) -> dict:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(int(cfg.server_threads))
-    dev = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+    dev = pick_device(cfg)
     n = int(cfg.fed.num_clients)
 
     _say(f"output folder: {out}")
