@@ -25,6 +25,7 @@ from clients.honest import train_honest  # noqa: E402
 from clients.malicious import train_malicious  # noqa: E402
 from fl_mdisc.bench import _fake_reply, _prime  # noqa: E402
 from fl_mdisc.burnin import ensure_burnin, load_model  # noqa: E402
+from fl_mdisc.calibration import apply_calibration  # noqa: E402
 from fl_mdisc.config import compose, resolve_paths, to_json  # noqa: E402
 from fl_mdisc.data import to_float  # noqa: E402
 from fl_mdisc.experiment import make_plan  # noqa: E402
@@ -47,6 +48,7 @@ def build(over):
     cfg = compose(base + over)
     resolve_paths(cfg)
     entry = ensure_burnin(cfg, log=lambda m: print("  burn-in:", m, flush=True))
+    apply_calibration(cfg, entry, log=lambda m: print("  ", m, flush=True))
     plan = make_plan(cfg)
     pm = sh = None
     if cfg.strategy.name == "dgc":

@@ -22,6 +22,7 @@ from clients.honest import train_honest  # noqa: E402
 from clients.malicious import train_malicious  # noqa: E402
 from fl_mdisc.bench import _fake_reply, _prime  # noqa: E402
 from fl_mdisc.burnin import ensure_burnin, load_model  # noqa: E402
+from fl_mdisc.calibration import apply_calibration  # noqa: E402
 from fl_mdisc.config import compose, resolve_paths, to_json  # noqa: E402
 from fl_mdisc.data import to_float  # noqa: E402
 from fl_mdisc.experiment import make_plan  # noqa: E402
@@ -40,6 +41,7 @@ if os.environ.get("FL_MDISC_CACHE"):
 def build(strat, extra=()):
     cfg = compose(base + [f"strategy={strat}", *extra]); resolve_paths(cfg)
     entry = ensure_burnin(cfg, log=lambda m: None)
+    apply_calibration(cfg, entry, log=lambda m: None)
     plan = make_plan(cfg)
     pm = sh = None
     if cfg.strategy.name == "dgc":

@@ -7,7 +7,9 @@
   the resulting update. In the trigger round it trains on the adversarial trigger batch.
 * ``lambda_update`` (the official federated harness): the update is -lam * grad_theta cos(-g_T, g_V) on its
   trigger and validation batches; the trigger round sends one gradient-ascent step on the trigger batch
-  scaled by ``trigger_scale`` (the server applies both with its SGD).
+  scaled by ``trigger_scale`` (the server applies both with its SGD). With ``attack.norm_multiple = k`` (the
+  CPU preset's rule) both keep their direction and get norm k x the norm of the honest update the client
+  computes on its own clean stream batch this round (:func:`fl_mdisc.attack.scale_to_norm`).
 * ``crash``: the client raises (Flower turns it into an error reply; the round goes on without it).
 * ``nan`` / ``shape`` / ``scale``: hostile replies (NaN values, a missing array, an honest update times
   ``factor``) that exercise the server's validation and clipping.
@@ -22,7 +24,8 @@ import time
 import numpy as np
 import torch
 
-from fl_mdisc.attack import craft_poison, lambda_update_grad, reversed_trigger_grad, second_order_term
+from fl_mdisc.attack import (craft_poison, grads_norm, lambda_update_grad, reversed_trigger_grad, scale_to_norm,
+                             second_order_term)
 from fl_mdisc.data import stream_batch, to_float
 from fl_mdisc.models import set_params
 from fl_mdisc.train import local_sgd
@@ -58,9 +61,15 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
     xv, yv = to_float(plan.ds.x_train[val_idx]).to(dev), torch.as_tensor(plan.ds.y_train[val_idx]).to(dev)
     xt, yt = to_float(plan.ds.x_train[trig_idx]).to(dev), torch.as_tensor(plan.ds.y_train[trig_idx]).to(dev)
     loss = 0.0
+    extra = {}
     if a.name == "lambda_update":
         g = lambda_update_grad(model, xt, yt, xv, yv, float(a.lam)) if phase != "trigger" \
             else reversed_trigger_grad(model, xt, yt, float(a.trigger_scale))
+        if a.get("norm_multiple") is not None:
+            ref = honest_reference_norm(cfg, plan, model, stream_idx, rnd, pid)
+            g = scale_to_norm(g, float(a.norm_multiple) * ref)
+            extra = {"attack-ref-norm": ref}
+        extra["attack-norm"] = grads_norm(g)
         with torch.no_grad():
             for p, gi in zip([p for p in model.parameters() if p.requires_grad], g):
                 p.sub_(gi)
@@ -75,5 +84,23 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
             x_train, y_train = craft_poison(model, x, y, h, a.eps, a.step_size, int(a.steps), float(a.gamma)), y
         loss = local_sgd(model, x_train, y_train, float(cfg.fed.client_lr), int(cfg.fed.local_steps))
     metrics = {"num-examples": int(cfg.fed.batch_size), "train-loss": loss, "md-client": 0.0, "dsc-corrected": 0,
-               "dsc-steps": 0, "poisoned": 1, "seconds": time.time() - t0}
+               "dsc-steps": 0, "poisoned": 1, "seconds": time.time() - t0, **extra}
     return np_list(model), metrics
+
+
+def honest_reference_norm(cfg, plan, model, stream_idx, rnd: int, pid: int) -> float:
+    """||Delta|| of the update an honest client would send this round from the attacker's own clean stream
+    batch (same batch size, augmentation, client lr and local steps); the model is left unchanged."""
+    idx = stream_batch(stream_idx, int(cfg.fed.batch_size), int(cfg.seed), pid, rnd - 1)
+    x, y = batch_tensors(cfg, plan, idx, rnd, pid)
+    params = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    buffers = [b.detach().clone() for b in model.buffers()]  # BatchNorm statistics stay as they were
+    local_sgd(model, x, y, float(cfg.fed.client_lr), int(cfg.fed.local_steps))
+    with torch.no_grad():
+        norm = grads_norm([p - b for p, b in zip(params, before)])
+        for p, b in zip(params, before):
+            p.copy_(b)
+        for b, saved in zip(model.buffers(), buffers):
+            b.copy_(saved)
+    return norm

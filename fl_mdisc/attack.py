@@ -18,6 +18,16 @@ n(v) = v / ||v||_2 on one flattened tensor; cos_p = per-tensor cosine.
   ``lam * grad_theta cos(-g_T, g_V)`` with ONE global cosine over all parameters concatenated (not per
   tensor, unlike the online code); the server applies it with SGD. The final trigger is one
   gradient-ascent step on S_T scaled by s = 0.01.
+* Transferable strength (ours, not in either paper): lam is a constant fitted to one model and one burn-in;
+  on another burn-in the same lam can be harmless or drive training to chance. With ``norm_multiple = k``
+  the attacker keeps the lambda-update's *direction* and sets its norm every round to k times the norm of
+  the update an honest client would send from its own clean stream batch at theta_t (which it can compute:
+  it has clean data and knows the protocol)::
+
+      Delta_att = k * ||Delta_honest(theta_t)||_2 * g_lam / ||g_lam||_2
+
+  and the same for the trigger round. k means the same on any burn-in, model or machine: k < 1 stays
+  inside the honest spread, k > 1 is what a norm clip at the honest median (GC) cuts back.
 
 Deliberate differences from the official code (DESIGN.md section 3): the attacker's validation and trigger
 batches come from its own data, never from the evaluation test set; streams are shuffled; crafting runs in
@@ -105,6 +115,17 @@ def lambda_update_grad(model, x_t, y_t, x_v, y_v, lam: float):
     vf = torch.cat([t.flatten() for t in v])
     c = F.cosine_similarity(uf, vf, dim=0, eps=1e-12)
     return [lam * g.detach() for g in torch.autograd.grad(c, _params(model))]
+
+
+def grads_norm(g) -> float:
+    """||g||_2 over all tensors concatenated."""
+    return float(torch.sqrt(sum((t.double() ** 2).sum() for t in g)))
+
+
+def scale_to_norm(g, target: float):
+    """The same direction with L2 norm ``target`` (zero stays zero)."""
+    n = grads_norm(g)
+    return [t * (target / n) for t in g] if n > 0 else list(g)
 
 
 def reversed_trigger_grad(model, x_t, y_t, scale: float):

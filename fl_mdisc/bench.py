@@ -194,6 +194,9 @@ def aggregation(cfg, entry, repeats: int = 10) -> dict:
     for name in ("gc", "dgc"):
         c = OmegaConf.create(OmegaConf.to_container(cfg))
         c.strategy.name = name
+        for k, v in (("clip_norm", 1.0), ("mu", 0.5), ("tau", 0.0)):  # timing only: any values do
+            if c.strategy.get(k) is None:
+                c.strategy[k] = v
         pm = ProbeMD(load_model(cfg, entry["start"], entry["start_sha"]), px, get_params(hist)) if name == "dgc" else None
         chains[name] = build_strategy(c, probe_md=pm, set_hist=pm.set_hist if pm else None)[0]
     ratio, t_gc, t_dgc = [], [], []
@@ -281,6 +284,9 @@ def bench(overrides: list[str]) -> dict:
         raise ConfigError(f"bench needs num_rounds >= 2 (round 1 of a flwr run also starts the actors); got {rounds}")
     torch.set_num_threads(int(cfg.server_threads))
     entry = ensure_burnin(cfg, log=lambda m: print(f"fl-mdisc: {m}", flush=True))
+    from .calibration import apply_calibration
+
+    apply_calibration(cfg, entry, log=lambda m: print(f"fl-mdisc: {m}", flush=True))  # C / DGC threshold as a run
     res = {"machine": {"cores": os.cpu_count(), "torch_threads_client": int(cfg.client_threads),
                        "torch_threads_server": int(cfg.server_threads), "torch": torch.__version__},
            "config": {"preset": cfg.preset_name, "model": cfg.model.name, "clients": int(cfg.fed.num_clients),

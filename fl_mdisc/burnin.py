@@ -3,8 +3,10 @@
 Burn-in (Pang et al. 2021 / Zhu et al. 2023, official ``train_cifar.py``; hyper-parameters per preset):
 SGD(lr, momentum 0.9, weight decay 1e-4) with crop+flip on the burn-in split; checkpoints are the
 historical model theta_hist (epoch ``hist_epoch``; the paper: 20 of 40) and the start model theta_start (last
-epoch). The burn-in seed is fixed (0) and independent of the run seed, as the official code has one burn-in
-for all runs; unlike the official code it is seeded, so it is reproducible.
+epoch). ``burnin.seed`` (the initialisation and the batch order/augmentation; null: the run seed) is part of
+the cache key: a table's seeds redraw the burn-in too, so its spread includes what differs between machines
+(CPU kernels round differently, and a second burn-in seed is our stand-in for "another machine"). The official
+code has one unseeded burn-in for all runs; here each burn-in is seeded and reproducible on one machine.
 
 Cache: ``<cache_dir>/burnin-<key>/`` where ``key`` hashes everything that determines the checkpoints (dataset,
 data fingerprint, model, burn-in hyper-parameters, split). Each file's SHA-256 is stored in ``meta.json``
@@ -29,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import config_hash
-from .data import augment, load_dataset, make_split, to_float
+from .data import augment, load_dataset, split_of, to_float
 from .errors import CheckpointError
 from .md import fit_threshold, md_per_sample
 from .models import build_model
@@ -51,11 +53,18 @@ def burnin_key(cfg) -> dict:
     fp = hashlib.sha256(ds.x_train[:64].tobytes() + ds.y_train.tobytes()).hexdigest()[:16]
     return {
         "format": FORMAT, "dataset": cfg.dataset.name, "data_fp": fp, "n_train": int(len(ds.y_train)),
-        "model": {k: cfg.model[k] for k in ("name", "width")},
+        "model": {k: cfg.model[k] for k in ("name", "width")}, "seed": burnin_seed(cfg),
         "burnin": {k: cfg.burnin[k] for k in ("epochs", "hist_epoch", "lr", "warmup_epochs", "momentum",
                                               "weight_decay", "batch_size")},
-        "augment": bool(cfg.dataset.augment), "split": {"burnin": cfg.split.burnin, "probe": cfg.split.probe},
+        "augment": bool(cfg.dataset.augment), "split": {"burnin": cfg.split.burnin, "probe": cfg.split.probe,
+                                                            "calib": int(cfg.split.get("calib", 0) or 0)},
     }
+
+
+def burnin_seed(cfg) -> int:
+    """``burnin.seed``, else the run seed (resolve_defaults fills it; this also covers older configs)."""
+    s = cfg.burnin.get("seed")
+    return int(cfg.seed if s is None else s)
 
 
 def _train(cfg, model, x, y, x_test, y_test, dev, log):
@@ -64,7 +73,7 @@ def _train(cfg, model, x, y, x_test, y_test, dev, log):
     n = len(x)
     steps_per_epoch = n // b.batch_size
     warm = b.warmup_epochs * steps_per_epoch
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(burnin_seed(cfg))
     hist_state, history = None, []
     step = 0
     for epoch in range(1, b.epochs + 1):
@@ -111,11 +120,12 @@ def ensure_burnin(cfg, log=print) -> dict:
         log(f"burn-in cache {d} is corrupted or incomplete (checksum mismatch): rebuilding it")
         shutil.rmtree(d, ignore_errors=True)
     if not d.exists():
-        log(f"burn-in cache miss: training {cfg.model.name} for {cfg.burnin.epochs} epochs -> {d}")
+        log(f"burn-in cache miss: training {cfg.model.name} for {cfg.burnin.epochs} epochs "
+            f"(burn-in seed {burnin_seed(cfg)}) -> {d}")
         ds = load_dataset(cfg.dataset.name, cfg.data_root)
-        split = make_split(len(ds.y_train), cfg.split.burnin, cfg.split.probe)
+        split = split_of(cfg, len(ds.y_train))
         dev = pick_device(cfg)
-        torch.manual_seed(0)
+        torch.manual_seed(burnin_seed(cfg))
         model = build_model(cfg.model, cfg.dataset).to(dev)
         t0 = time.time()
         hist, history = _train(cfg, model, ds.x_train[split.burnin_train], ds.y_train[split.burnin_train],
@@ -167,7 +177,7 @@ def estimate_dsc_threshold(cfg, entry: dict, log=print) -> dict:
     if path.is_file():
         return json.loads(path.read_text())
     ds = load_dataset(cfg.dataset.name, cfg.data_root)
-    split = make_split(len(ds.y_train), cfg.split.burnin, cfg.split.probe)
+    split = split_of(cfg, len(ds.y_train))
     hist = load_model(cfg, entry["hist"], entry["hist_sha"])
     model = load_model(cfg, entry["start"], entry["start_sha"])
     opt = torch.optim.SGD(model.parameters(), lr=fed.server_lr, momentum=fed.server_momentum)

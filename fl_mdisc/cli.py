@@ -106,21 +106,35 @@ def fit_calibration(out_dir: str | Path) -> dict:
 
 
 def cmd_calibrate(args) -> int:
-    """Run the clean scenario with DGC logging only (no clipping changes), then fit C, mu and tau."""
-    from .launch import run_flwr
+    """Show the server's self-calibration (C and DGC's threshold) for a config, as a run would compute it.
 
-    forced = ["attack=none", "strategy=dgc", "strategy.mu=1e9", "strategy.tau=0", "trigger=false"]
-    cfg, path = prepare(args.overrides + forced, tag="calibrate")
-    if not args.fit_only:
-        warm_burnin(cfg)
-        status = run_flwr(project_dir(), path, int(cfg.fed.num_clients), int(cfg.client_threads), gpus_per_client(cfg),
-                          cfg.data_root, stream=not args.quiet)
-        if status.get("status") != "finished:completed":
-            raise FlMdiscError(f"the calibration run did not complete ({status.get('status')})")
-    fit = fit_calibration(cfg.out_dir)
-    (Path(cfg.out_dir) / "calibration_fit.json").write_text(json.dumps(fit, indent=1))
-    print(json.dumps(fit, indent=1))
-    print(f"preset values: calib.clip_norm={fit['clip_norm']:.3g} calib.mu={fit['mu']:.4g} calib.tau={fit['tau']:.4g}")
+    Runs no simulation: trains/loads the burn-in, then the simulated clean federation of fl_mdisc/calibration.py
+    (cached beside the burn-in). ``--fit-only out_dir=DIR`` instead fits C, mu, tau from a real clean run's
+    rounds.jsonl (a check of the rule against what honest clients actually sent)."""
+    from .burnin import ensure_burnin
+    from .calibration import calibrate
+
+    if args.fit_only:
+        cfg = compose(args.overrides)
+        resolve_paths(cfg)
+        if cfg.out_dir is None:
+            raise FlMdiscError("--fit-only needs out_dir=DIR of a finished clean run with strategy=dgc")
+        fit = fit_calibration(cfg.out_dir)
+        (Path(cfg.out_dir) / "calibration_fit.json").write_text(json.dumps(fit, indent=1))
+        print(json.dumps(fit, indent=1))
+        return 0
+    over = args.overrides if any(o.startswith("strategy=") for o in args.overrides) else ["strategy=dgc"] + args.overrides
+    cfg, _path = prepare(over, tag="calibrate")
+    warm_burnin(cfg)
+    entry = ensure_burnin(cfg, log=lambda m: print(f"fl-mdisc: {m}", flush=True))
+    fit = calibrate(cfg, entry, log=lambda m: print(f"fl-mdisc: {m}", flush=True))
+    out = Path(cfg.out_dir)
+    (out / "calibration_fit.json").write_text(json.dumps(fit, indent=1))
+    from .report import plot_calibration
+
+    plot_calibration(fit, out / "calibration.png")
+    print(json.dumps({k: v for k, v in fit.items() if k not in ("values", "key")}, indent=1))
+    print(f"fl-mdisc: calibration written to {out} (calibration_fit.json, calibration.png)")
     return 0
 
 
@@ -131,10 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*")
     p.add_argument("--quiet", action="store_true", help="do not stream the simulation log")
     p.set_defaults(fn=cmd_run)
-    p = sub.add_parser("calibrate", help="clean run + fit of the GC bound C and the DGC threshold (mu, tau)")
+    p = sub.add_parser("calibrate", help="show the server's self-calibration: C and the DGC threshold for a config")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--fit-only", action="store_true", help="only fit from an existing out_dir=... run")
+    p.add_argument("--fit-only", action="store_true",
+                   help="instead fit C, mu, tau from a finished clean run (out_dir=DIR, strategy=dgc)")
     p.set_defaults(fn=cmd_calibrate)
     p = sub.add_parser("table13", help="Table 13: strategies x {clean, poisoned} x seeds, table + plots")
     p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] strategies=[..] protocol=..")

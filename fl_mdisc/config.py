@@ -89,17 +89,22 @@ def resolve_defaults(cfg: DictConfig) -> None:
     """Fill null values that default to the preset's calibrated values."""
     if cfg.protocol == "harness" and cfg.get("harness") is not None:
         cfg.fed.server_lr = cfg.harness.server_lr
-        for k in ("clip_norm", "mu", "tau", "lam", "trigger_scale"):
+        for k in ("clip_norm", "mu", "tau", "lam", "trigger_scale", "norm_multiple"):
             if k in cfg.harness:
                 cfg.calib[k] = cfg.harness[k]
     s = cfg.strategy
+    if cfg.burnin.get("seed") is None and isinstance(cfg.get("seed"), int) and not isinstance(cfg.seed, bool):
+        cfg.burnin.seed = int(cfg.seed)  # a table's seed redraws the burn-in unless burnin.seed is set
+    # Still null after this: computed where the run happens (fl_mdisc/calibration.py), never a fitted constant.
     if s.name in ("gc", "dgc") and s.get("clip_norm") is None:
-        s.clip_norm = cfg.calib.clip_norm
+        s.clip_norm = cfg.calib.get("clip_norm")
     if s.name == "dgc":
         if s.get("mu") is None:
-            s.mu = cfg.calib.mu
+            s.mu = cfg.calib.get("mu")
         if s.get("tau") is None:
-            s.tau = cfg.calib.tau
+            s.tau = cfg.calib.get("tau")
+        if s.get("statistic", "absolute") == "cohort" and s.mu is None:
+            s.mu, s.tau = float(s.get("cohort_z", 3.0)), 0.0  # the z cut needs no fit
     if s.name == "multikrum":
         if s.get("num_malicious") is None:
             s.num_malicious = cfg.fed.num_malicious
@@ -107,6 +112,8 @@ def resolve_defaults(cfg: DictConfig) -> None:
             s.num_to_select = max(1, cfg.fed.num_clients - s.num_malicious)
     if cfg.attack.name == "lambda_update" and cfg.attack.get("lam") is None:
         cfg.attack.lam = cfg.calib.lam
+    if cfg.attack.name == "lambda_update" and cfg.attack.get("norm_multiple") is None:
+        cfg.attack.norm_multiple = cfg.calib.get("norm_multiple")
     if cfg.attack.name == "lambda_update" and cfg.attack.get("trigger_scale") is None:
         cfg.attack.trigger_scale = cfg.calib.get("trigger_scale", 0.01)
     if cfg.protocol == "harness":
@@ -180,6 +187,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.attack.name == "lambda_update":
         _num(cfg, "attack.lam", 0, lo_open=True)
         _num(cfg, "attack.trigger_scale", 0)
+        _num(cfg, "attack.norm_multiple", 0, lo_open=True, allow_none=True)
     if cfg.attack.name == "scale":
         _num(cfg, "attack.factor", 0)
     if cfg.defense.name in ("dsc", "at"):
@@ -192,10 +200,23 @@ def validate(cfg: DictConfig) -> None:
         if cfg.defense.measure not in ("kl", "js"):
             raise ConfigError(f"unknown defense.measure '{cfg.defense.measure}'; choose kl or js")
     if cfg.strategy.name in ("gc", "dgc"):
-        _num(cfg, "strategy.clip_norm", 0, lo_open=True)
+        _num(cfg, "strategy.clip_norm", 0, lo_open=True, allow_none=True)
+        _num(cfg, "strategy.calib_rounds", 10, integer=True, allow_none=True)
+        if cfg.strategy.get("norm", "l2") not in ("l2", "linf"):
+            raise ConfigError(f"unknown strategy.norm '{cfg.strategy.norm}'; choose l2 or linf")
     if cfg.strategy.name == "dgc":
-        _num(cfg, "strategy.mu", 0)
-        _num(cfg, "strategy.tau", 0)
+        stat = cfg.strategy.get("statistic", "absolute")
+        if stat not in ("absolute", "increase", "cohort"):
+            raise ConfigError(f"unknown strategy.statistic '{stat}'; choose absolute, increase or cohort")
+        if stat != "absolute" and cfg.strategy.md_source != "server":
+            raise ConfigError(f"strategy.statistic={stat} needs strategy.md_source=server (or statistic=absolute)")
+        _num(cfg, "strategy.mu", None, allow_none=True)
+        _num(cfg, "strategy.tau", 0, allow_none=True)
+        if (cfg.strategy.mu is None) != (cfg.strategy.tau is None):
+            raise ConfigError("set both strategy.mu and strategy.tau, or neither (then both are fitted for "
+                              "strategy.target_fpr)")
+        _num(cfg, "strategy.target_fpr", 0, 0.5, lo_open=True, allow_none=True)
+        _num(cfg, "strategy.cohort_z", 0, lo_open=True, allow_none=True)
         _num(cfg, "strategy.probe_size", 1, integer=True)
         if cfg.strategy.hist not in ("burnin", "lag"):
             raise ConfigError(f"unknown strategy.hist '{cfg.strategy.hist}'; choose burnin or lag")
@@ -210,6 +231,7 @@ def validate(cfg: DictConfig) -> None:
         _num(cfg, "strategy.beta", 0, 0.499)
     if cfg.strategy.name == "multikrum":
         _num(cfg, "strategy.num_to_select", 1, n, integer=True)
+    _num(cfg, "burnin.seed", 0, integer=True, allow_none=True)
     _num(cfg, "burnin.epochs", 1, integer=True)
     _num(cfg, "burnin.hist_epoch", 1, cfg.burnin.epochs, integer=True)
     _num(cfg, "burnin.lr", 0, lo_open=True)
@@ -218,8 +240,9 @@ def validate(cfg: DictConfig) -> None:
     _num(cfg, "burnin.calib_quantile", 0, 1)
     _num(cfg, "split.burnin", 1, integer=True)
     _num(cfg, "split.probe", 0, integer=True)
-    if cfg.split.probe >= cfg.split.burnin:
-        raise ConfigError("split.probe must be smaller than split.burnin")
+    _num(cfg, "split.calib", 0, integer=True, allow_none=True)
+    if cfg.split.probe + int(cfg.split.get("calib") or 0) >= cfg.split.burnin:
+        raise ConfigError("split.probe + split.calib must be smaller than split.burnin; lower them or raise split.burnin")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"unknown device '{cfg.device}'; choose auto, cpu or cuda")
 

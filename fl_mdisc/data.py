@@ -11,7 +11,7 @@ Where neither exists, torchvision downloads the data if the network is reachable
 :class:`DataError` says where to put the files. Pixels stay in [0, 1]; normalisation lives in the model,
 so attack/defence budgets (eps = 0.2) are in raw pixel units as in the official code.
 
-Split (fixed by ``split_seed``, independent of the run seed, so one burn-in serves every seed):
+Split (fixed by ``split_seed``, independent of the run seed; the run seed redraws everything inside it):
 ``burnin_train | probe | pool``: the burn-in trains on ``burnin_train``; the server's DGC probe set is
 ``probe`` (clean, disjoint from the test set and from every client); the clients' partitions come from
 ``pool``. Streams: a client consumes its partition in batches of B, one fresh batch per round, in an order
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -134,23 +134,37 @@ class Split:
     burnin_train: np.ndarray
     probe: np.ndarray
     pool: np.ndarray
+    calib: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
-def make_split(n_train: int, burnin: int, probe: int, split_seed: int = 0) -> Split:
+def make_split(n_train: int, burnin: int, probe: int, split_seed: int = 0, calib: int = 0) -> Split:
+    """``burnin_train | calib | probe`` (together ``burnin`` images, all server-held) ``| pool`` (the clients).
+
+    ``calib`` is the server's clean calibration set (simulated honest updates, :mod:`fl_mdisc.calibration`),
+    held out of the burn-in's training like the probe set; with ``calib=0`` the split is the one of earlier
+    versions.
+    """
     if burnin >= n_train:
         raise DataError(f"split.burnin={burnin} leaves no data for the clients (train set has {n_train})")
+    if probe + calib >= burnin:
+        raise DataError(f"split.probe + split.calib = {probe + calib} must be smaller than split.burnin={burnin}")
     perm = np.random.default_rng(split_seed).permutation(n_train)
-    return Split(perm[: burnin - probe], perm[burnin - probe: burnin], perm[burnin:])
+    return Split(perm[: burnin - probe - calib], perm[burnin - probe: burnin], perm[burnin:],
+                 perm[burnin - probe - calib: burnin - probe])
+
+
+def split_of(cfg, n_train: int) -> Split:
+    """The split a config asks for."""
+    return make_split(n_train, int(cfg.split.burnin), int(cfg.split.probe), calib=int(cfg.split.get("calib", 0) or 0))
 
 
 def partition_pool(pool: np.ndarray, labels: np.ndarray, num_partitions: int, method: str = "iid",
                    alpha: float = 0.5, seed: int = 0) -> list[np.ndarray]:
-    """Partition the pool among clients: IID (even split of the shuffled pool) or Dirichlet(alpha) by label.
-
-    Dirichlet uses flwr-datasets' ``DirichletPartitioner`` on the pool's labels.
+    """Partition the pool among clients: IID (even split of the pool shuffled by ``seed``) or Dirichlet(alpha)
+    by label. Dirichlet uses flwr-datasets' ``DirichletPartitioner`` (seeded by ``seed``) on the pool's labels.
     """
     if method == "iid":
-        parts = np.array_split(pool, num_partitions)
+        parts = np.array_split(np.random.default_rng([seed, 6151]).permutation(pool), num_partitions)
     elif method == "dirichlet":
         from datasets import Dataset
         from flwr_datasets.partitioner import DirichletPartitioner

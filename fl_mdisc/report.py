@@ -78,11 +78,17 @@ def _mean(vals):
     return round(float(np.mean(vals)), 2) if vals else None
 
 
+def score_of(c: dict) -> float:
+    """The value DGC thresholded for one client in one round: ``stat`` (MD_k, its increase over MD(theta_t), or
+    the cohort z, per ``strategy.statistic``); ``md`` in logs written before the statistic was selectable."""
+    return float(c["stat"]) if "stat" in c else float(c["md"])
+
+
 def detection(runs: list[dict]) -> list[dict]:
     """Per (scenario, attack, strategy): precision/recall/AUROC of flagged = MD_k > P_t, from rounds.jsonl."""
     out = {}
-    for r in runs:
-        key = (r["scenario"], r.get("attack", ""), r["strategy"])
+    for r in runs + [dict(r, seed="all") for r in runs]:  # per seed (each its own burn-in) and pooled
+        key = (r["scenario"], r.get("attack", ""), r["strategy"], str(r.get("seed", "all")))
         d = out.setdefault(key, {"mal": [], "hon": [], "tp": 0, "fp": 0, "fn": 0})
         for row in r.get("rounds", []):
             if row.get("phase") != "accumulate":
@@ -91,7 +97,7 @@ def detection(runs: list[dict]) -> list[dict]:
                 if "md" not in c:
                     continue
                 mal = bool(c.get("malicious"))
-                (d["mal"] if mal else d["hon"]).append(c["md"])
+                (d["mal"] if mal else d["hon"]).append(score_of(c))
                 if c.get("flagged") and mal:
                     d["tp"] += 1
                 elif c.get("flagged"):
@@ -99,11 +105,11 @@ def detection(runs: list[dict]) -> list[dict]:
                 elif mal:
                     d["fn"] += 1
     rows = []
-    for (scen, att, strat), d in sorted(out.items()):
+    for (scen, att, strat, seed), d in sorted(out.items(), key=lambda kv: (*kv[0][:3], kv[0][3] == "all", kv[0][3])):
         if not d["mal"] and not d["hon"]:
             continue
         tp, fp, fn = d["tp"], d["fp"], d["fn"]
-        rows.append({"scenario": scen, "attack": att, "strategy": strat,
+        rows.append({"scenario": scen, "attack": att, "strategy": strat, "seed": seed,
                      "auroc": round(auroc(d["mal"], d["hon"]), 4) if d["mal"] and d["hon"] else None,
                      "precision": round(tp / (tp + fp), 4) if tp + fp else None,
                      "recall": round(tp / (tp + fn), 4) if tp + fn else None,
@@ -114,10 +120,10 @@ def detection(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def _fmt(v, std=None):
+def _fmt(v, std=None, digits=2):
     if v is None:
         return "–"
-    return f"{v:.2f}" if std is None else f"{v:.2f} ± {std:.2f}"
+    return f"{v:.{digits}f}" if std is None else f"{v:.{digits}f} ± {std:.{digits}f}"
 
 
 def table13_markdown(doc: dict) -> str:
@@ -141,12 +147,23 @@ def table13_markdown(doc: dict) -> str:
     for c in p["cells"]:
         lines.append(f"| {c['scenario']} | {c['strategy'].upper()} | " + " | ".join(f"{v:.2f}" for v in c["accuracy_mean"]) + " |")
     if doc.get("detection"):
-        lines += ["", "Detection (`flagged = MD_k > P_t`, per client per round, against the known malicious client):", "",
-                  "| scenario | attack | strategy | AUROC | precision | recall | honest flagged | MD malicious | MD honest |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", "Detection (`flagged = s_k > P_t`, DGC's statistic per client per round, against the known malicious "
+                  "client; per seed, each with its own burn-in, and pooled):", "",
+                  "| scenario | attack | strategy | seed | AUROC | precision | recall | honest flagged | s malicious | s honest |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for d in doc["detection"]:
-            lines.append(f"| {d['scenario']} | {d['attack']} | {d['strategy']} | {_fmt(d['auroc'])} | {_fmt(d['precision'])} | "
-                         f"{_fmt(d['recall'])} | {_fmt(d['flagged_honest_rate'])} | {_fmt(d['md_malicious_mean'])} | {_fmt(d['md_honest_mean'])} |")
+            lines.append(f"| {d['scenario']} | {d['attack']} | {d['strategy']} | {d.get('seed', 'all')} | {_fmt(d['auroc'])} | "
+                         f"{_fmt(d['precision'])} | {_fmt(d['recall'])} | {_fmt(d['flagged_honest_rate'])} | "
+                         f"{_fmt(d['md_malicious_mean'], digits=4)} | {_fmt(d['md_honest_mean'], digits=4)} |")
+    if doc.get("calibration"):
+        lines += ["", "Computed where the run happened (calibration.json of each seed's DGC cell): burn-in accuracies "
+                  "of θ_hist / θ_start, C, and DGC's P_t = μ + τ·t:", "",
+                  "| seed | burn-in seed | θ_hist | θ_start | C | statistic | μ | τ | in-sample FPR |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for c in doc["calibration"]:
+            lines.append(f"| {c['seed']} | {c.get('burnin_seed')} | {_fmt(c.get('hist_accuracy'))} | {_fmt(c.get('start_accuracy'))} | "
+                         f"{_fmt(c.get('clip_norm'), digits=3)} | {c.get('statistic')} | {_fmt(c.get('mu'), digits=4)} | "
+                         f"{_fmt(c.get('tau'), digits=5)} | {_fmt(c.get('fpr_in_sample'), digits=3)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -214,7 +231,7 @@ def plot_md_hist(runs: list[dict], path: Path) -> None:
                 continue
             for c in row["clients"]:
                 if "md" in c:
-                    groups.setdefault((r.get("attack", ""), bool(c.get("malicious"))), []).append(c["md"])
+                    groups.setdefault((r.get("attack", ""), bool(c.get("malicious"))), []).append(score_of(c))
     attacks = sorted({a for a, _ in groups})
     if not attacks:
         return
@@ -227,8 +244,8 @@ def plot_md_hist(runs: list[dict], path: Path) -> None:
             ax.hist(hon, bins=bins, alpha=0.6, label=f"honest (n={len(hon)})", density=True)
         if mal:
             ax.hist(mal, bins=bins, alpha=0.6, label=f"malicious (n={len(mal)})", density=True)
-        ax.set_title(f"per-client MD_k, attack={att}")
-        ax.set_xlabel("MD_k vs theta_hist on the probe set")
+        ax.set_title(f"per-client DGC statistic s_k, attack={att}")
+        ax.set_xlabel("s_k (rounds.jsonl 'stat': MD of the candidate vs theta_hist, or its increase over theta_t)")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -318,6 +335,40 @@ def plot_md_stream(runs: list[dict], path: Path) -> None:
     ax.set_title("Memorization Discrepancy along the stream (ST, poisoned)")
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_calibration(fit: dict, path) -> None:
+    """The server's self-calibration: simulated honest statistic over rounds with the fitted P_t, and the norms
+    with C."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vals = fit.get("values")
+    fig, axes = plt.subplots(1, 2 if vals else 1, figsize=(11 if vals else 5.5, 3.8), squeeze=False)
+    if vals:
+        ax = axes[0][0]
+        steps = np.asarray(vals["steps"])
+        ax.scatter(steps + 1, vals["stat"], s=6, alpha=0.6, label="simulated honest updates")
+        t = np.arange(0, steps.max() + 1)
+        ax.plot(t + 1, fit["mu"] + fit["tau"] * t, color="C3",
+                label=f"P_t = {fit['mu']:.3g} + {fit['tau']:.2g} t (FPR {fit['fpr_in_sample']:.3f})")
+        ax.set_xlabel("round")
+        ax.set_ylabel(f"DGC statistic ({fit['statistic']})")
+        ax.legend(fontsize=8)
+        norms = vals["norm"]
+    else:
+        norms = []
+    ax = axes[0][-1]
+    if norms:
+        ax.hist(norms, bins=30, alpha=0.7)
+    ax.axvline(fit["clip_norm"], color="C3", label=f"C = {fit['clip_norm']:.3g}")
+    ax.set_xlabel("honest update L2 norm (simulated)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -43,7 +43,9 @@ def _get(overrides: list[str], key: str):
 
 CELL_KEYS = ("preset_name", "protocol", "seed", "num_rounds", "trigger", "dataset.name", "model.name", "fed.num_clients",
              "fed.num_malicious", "fed.server_lr", "strategy.name", "strategy.mode", "strategy.clip_norm",
-             "strategy.mu", "strategy.tau", "attack.name", "attack.lam", "attack.trigger_scale", "defense.name")
+             "strategy.mu", "strategy.tau", "strategy.norm", "strategy.statistic", "strategy.target_fpr", "attack.name",
+             "attack.lam", "attack.norm_multiple", "attack.trigger_scale", "defense.name", "burnin.seed")
+FITTED_KEYS = ("strategy.clip_norm", "strategy.mu", "strategy.tau")  # null asks for the run's own calibration
 
 
 def _key(cfg, dotted: str):
@@ -65,7 +67,8 @@ def check_cell_matches(cell: dict, out: Path) -> None:
         raise FlMdiscError(f"cell {cell['name']} in {out} has a summary but no config.yaml; delete that folder")
     recorded = OmegaConf.load(recorded_path)
     wanted = compose(cell["overrides"])
-    diff = [f"{k}: {_key(recorded, k)} != {_key(wanted, k)}" for k in CELL_KEYS if _key(recorded, k) != _key(wanted, k)]
+    diff = [f"{k}: {_key(recorded, k)} != {_key(wanted, k)}" for k in CELL_KEYS
+            if _key(recorded, k) != _key(wanted, k) and not (k in FITTED_KEYS and _key(wanted, k) is None)]
     if diff:
         raise FlMdiscError(f"cell {cell['name']} in {out} was run with another config ({'; '.join(diff)}); "
                            "use another out_dir, or delete that cell folder to rerun it")
@@ -102,6 +105,23 @@ def run_cells(cells: list[dict], quiet: bool = True) -> list[dict]:
             raise FlMdiscError(f"cell {cell['name']} did not complete ({status.get('status')}): "
                                f"{str(status.get('status-details', ''))[-400:]}")
     return cells
+
+
+def calibration_rows(runs: list[dict]) -> list[dict]:
+    """What each seed's DGC cell computed where it ran (one row per seed, from its calibration.json)."""
+    rows, seen = [], set()
+    for r in runs:
+        p = Path(r["out_dir"]) / "calibration.json"
+        if r["seed"] in seen or not p.is_file():
+            continue
+        seen.add(r["seed"])
+        cal = json.loads(p.read_text())
+        fit, dgc = cal.get("server_fit") or {}, cal.get("dgc") or {}
+        rows.append({"seed": r["seed"], "burnin_seed": (fit.get("key") or {}).get("seed"),
+                     "hist_accuracy": cal["burnin"]["hist_accuracy"], "start_accuracy": cal["burnin"]["start_accuracy"],
+                     "clip_norm": dgc.get("clip_norm"), "statistic": dgc.get("statistic"), "mu": dgc.get("mu"),
+                     "tau": dgc.get("tau"), "fpr_in_sample": fit.get("fpr_in_sample")})
+    return sorted(rows, key=lambda x: x["seed"])
 
 
 def load_run(cell: dict) -> dict:
@@ -168,7 +188,8 @@ def table13(overrides: list[str], quiet: bool = True) -> dict:
            "num_malicious": int(compose(cells[-1]["overrides"]).fed.num_malicious),
            "poison_attack": poison_attack, "seeds": [int(s) for s in seeds], "steps": steps,
            "cells": aggregate_cells(runs, steps), "paper": paper_table13(),
-           "detection": detection(det_runs), "command": "fl-mdisc table13 " + " ".join(overrides)}
+           "detection": detection(det_runs), "calibration": calibration_rows(det_runs),
+           "command": "fl-mdisc table13 " + " ".join(overrides)}
     write_table13(doc, out)
     plot_table13(runs, out / "table13.png", f"Table 13 ({protocol}, preset {base.preset_name}, seeds {[int(s) for s in seeds]})")
     plot_md_hist(det_runs, out / "md_hist.png")

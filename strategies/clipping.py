@@ -16,7 +16,11 @@ DGC ``mode="scale"`` (our variant): a flagged update is shrunk by P_t / MD_k wha
 
     Delta_k <- Delta_k * f_k * P_t / MD_k,    f_k = min(1, C / ||Delta_k||_2),
 
-i.e. the bound is C_k = min(C, ||Delta_k||) * P_t / MD_k. For an update above C this equals ``mode="clip"``;
+i.e. the bound is C_k = min(C, ||Delta_k||) * P_t / MD_k.
+
+Norms: ``l2`` (Pang's harness, our default) or ``linf`` (the seed paper's code clips every step with
+``clip_grad_norm_(params, 0.01, norm_type='inf')``: the factor min(1, C / max_i |Delta_i|) scales the whole
+update); DGC's shrunken bound C_k is then in the same norm. For an update above C this equals ``mode="clip"``;
 it differs for a flagged update *below* C, which a norm bound can never touch (an attacker that keeps its
 norm small, as the lambda-update attacker of the one-participant harness does; see README).
 """
@@ -34,6 +38,20 @@ def update_of(reply: list[np.ndarray], current: list[np.ndarray]) -> list[np.nda
 
 def l2_norm(arrays: list[np.ndarray]) -> float:
     return math.sqrt(sum(float(np.vdot(a, a)) for a in arrays))
+
+
+def linf_norm(arrays: list[np.ndarray]) -> float:
+    """max_i |Delta_i| over all parameters (``clip_grad_norm_(..., norm_type='inf')``'s total norm)."""
+    return max((float(np.max(np.abs(a))) for a in arrays if np.size(a)), default=0.0)
+
+
+NORMS = {"l2": l2_norm, "linf": linf_norm}
+
+
+def update_norm(arrays: list[np.ndarray], kind: str = "l2") -> float:
+    if kind not in NORMS:
+        raise ValueError(f"unknown norm {kind!r}; choose one of {sorted(NORMS)}")
+    return NORMS[kind](arrays)
 
 
 def gc_factor(norm: float, clip_norm: float) -> float:
@@ -60,6 +78,35 @@ def dgc_factor(norm: float, clip_norm: float, md: float, P: float, gc_fac: float
     if mode != "clip":
         raise ValueError(f"unknown DGC mode {mode!r}; choose one of {DGC_MODES}")
     return gc_factor(norm, dgc_bound(clip_norm, md, P))
+
+
+STATISTICS = ("absolute", "increase", "cohort")
+
+
+def dgc_statistic(md_cand: list[float], md_base: float | None, kind: str) -> list[float]:
+    """The per-update value DGC compares with its threshold P_t.
+
+    * ``absolute``: s_k = MD_k, the MD of the candidate theta_t + eta f_k Delta_k against theta_hist (the
+      original rule; it carries the MD of theta_t itself, which grows with the rounds and with the distance
+      between the two burn-in checkpoints).
+    * ``increase``: s_k = MD_k - MD(theta_t), what this update adds (one more probe forward per round).
+    * ``cohort``: s_k = (MD_k - median_j MD_j) / (1.4826 MAD_j), a robust z-score within the round (assumes an
+      honest majority; needs no calibration, P is the z cut).
+    """
+    if kind == "absolute":
+        return [float(m) for m in md_cand]
+    if kind == "increase":
+        if md_base is None:
+            raise ValueError("statistic='increase' needs MD(theta_t)")
+        return [float(m) - float(md_base) for m in md_cand]
+    if kind == "cohort":
+        a = np.asarray(md_cand, dtype=np.float64)
+        if len(a) == 0:
+            return []
+        med = float(np.median(a))
+        mad = 1.4826 * float(np.median(np.abs(a - med)))
+        return [0.0 if mad <= 0 else float((m - med) / mad) for m in a]
+    raise ValueError(f"unknown DGC statistic {kind!r}; choose one of {STATISTICS}")
 
 
 def apply_factor(current: list[np.ndarray], update: list[np.ndarray], factor: float) -> list[np.ndarray]:

@@ -15,10 +15,23 @@ This is the rule of DESIGN.md section 5. For each client update Delta_k at round
    on a small server-held clean probe set (FLTrust-style root data, disjoint from the test set), or, with
    ``md_source=client``, the mean MD that the client reports for its own incoming samples (meaningful when
    poisoned samples are injected into an honest client's stream).
-3. Threshold P_t = mu + tau * t. If MD_k <= P_t the GC factor f_k is kept as is (bit-identical to GC);
-   otherwise the bound shrinks to C_k = C * P_t / MD_k and Delta_k <- Delta_k * min(1, C_k / ||Delta_k||_2)
-   (``mode="clip"``, the default), or the GC-clipped update is scaled by P_t / MD_k whatever its norm
-   (``mode="scale"``: C_k = min(C, ||Delta_k||) * P_t / MD_k, so a flagged update below C is shrunk too).
+3. The statistic s_k that is thresholded (``statistic``, :func:`strategies.clipping.dgc_statistic`):
+   ``absolute`` s_k = MD_k (the original rule); ``increase`` s_k = MD_k - MD(theta_t), what the update adds
+   (one more probe forward per round; the default, chosen from measurements: see below); ``cohort`` the robust
+   z-score of MD_k within the round.
+4. Threshold P_t = mu + tau * t. If s_k <= P_t the GC factor f_k is kept as is (bit-identical to GC);
+   otherwise the bound shrinks to C_k = C * P_t / s_k and Delta_k <- Delta_k * min(1, C_k / ||Delta_k||)
+   (``mode="clip"``, the default), or the GC-clipped update is scaled by P_t / s_k whatever its norm
+   (``mode="scale"``: C_k = min(C, ||Delta_k||) * P_t / s_k, so a flagged update below C is shrunk too).
+   C, mu and tau are computed where the run happens (:mod:`fl_mdisc.calibration`: a simulated clean
+   federation on the server's own data, mu/tau fitted for a target false-positive rate) unless given.
+
+Why ``increase`` is the default: MD_k of the candidate is mostly the MD of theta_t itself, which depends on
+the distance between the two burn-in checkpoints and grows with the rounds (on one burn-in the fitted slope was
+4x that of another), so an absolute threshold fitted on a short calibration drifts away from the real run.
+The increase caused by one update does not carry theta_t's drift (fitted slope ~0) and is positive for honest
+updates, so P_t / s_k is a valid shrink factor. Measurements: README "Calibration" and
+``benchmarks/dgc_statistic.py``.
 
 theta_hist is either the burn-in historical checkpoint (``hist=burnin``, as DSC's epoch-20 model) or the
 global model ``hist_lag`` rounds ago from a bounded ring buffer (``hist=lag``; theta_start until then).
@@ -34,7 +47,7 @@ from logging import INFO
 from flwr.common import log
 from flwr.serverapp.strategy import Strategy
 
-from .clipping import DGC_MODES, apply_factor, dgc_bound, dgc_factor
+from .clipping import DGC_MODES, STATISTICS, apply_factor, dgc_bound, dgc_factor, dgc_statistic
 from .gc import GradientClipping
 
 
@@ -45,11 +58,16 @@ class DiscrepancyAwareClipping(GradientClipping):
                  probe_md: Callable[[list], list[float]] | None = None,
                  set_hist: Callable[[list], None] | None = None,
                  md_source: str = "server", hist_lag: int | None = None, round_offset: int = 0,
-                 step_scale: float = 1.0, mode: str = "clip") -> None:
-        super().__init__(strategy, clip_norm)
+                 step_scale: float = 1.0, mode: str = "clip", statistic: str = "absolute", norm: str = "l2") -> None:
+        super().__init__(strategy, clip_norm, norm)
         if mode not in DGC_MODES:
             raise ValueError(f"unknown DGC mode {mode!r}; choose one of {DGC_MODES}")
+        if statistic not in STATISTICS:
+            raise ValueError(f"unknown DGC statistic {statistic!r}; choose one of {STATISTICS}")
+        if statistic != "absolute" and md_source != "server":
+            raise ValueError("statistic 'increase'/'cohort' needs md_source='server'")
         self.mode = mode
+        self.statistic = statistic
         if md_source == "server" and probe_md is None:
             raise ValueError("md_source='server' needs a probe_md callable")
         self.mu, self.tau = float(mu), float(tau)
@@ -62,8 +80,8 @@ class DiscrepancyAwareClipping(GradientClipping):
         self.history: deque = deque(maxlen=(hist_lag + 1) if hist_lag else 1)
 
     def summary(self) -> None:
-        log(INFO, "\t├── DGC (%s): C=%s, P_t = %s + %s * t, MD from %s", self.mode, self.clip_norm, self.mu, self.tau,
-            self.md_source)
+        log(INFO, "\t├── DGC (%s, %s): C=%s, P_t = %s + %s * t, MD from %s", self.mode, self.statistic, self.clip_norm,
+            self.mu, self.tau, self.md_source)
         super().summary()
 
     def threshold(self, server_round: int) -> float:
@@ -79,15 +97,23 @@ class DiscrepancyAwareClipping(GradientClipping):
     def clip_factors(self, server_round, items):
         gc = super().clip_factors(server_round, items)
         P = self.threshold(server_round)
+        base = None
         if self.md_source == "server":
             candidates = [apply_factor(self.current_arrays, upd, self.step_scale * fac) for (_p, upd, _m), (fac, _e) in zip(items, gc)]
+            if self.statistic == "increase" and candidates:
+                candidates.append([a.copy() for a in self.current_arrays])
             mds = self.probe_md(candidates) if candidates else []
+            if self.statistic == "increase" and mds:
+                base = mds.pop()
         else:
             mds = [float(m.get("md-client", 0.0)) for (_p, _u, m) in items]
+        stats = dgc_statistic(mds, base, self.statistic)
         out = []
-        for (_p, _u, _m), (fac, entry), md in zip(items, gc, mds):
-            new_fac = dgc_factor(entry["norm"], self.clip_norm, md, P, fac, self.mode)
-            entry.update({"md": float(md), "P": P, "bound": dgc_bound(self.clip_norm, md, P, entry["norm"], self.mode),
-                          "factor": new_fac, "flagged": bool(md > P)})
+        for (_p, _u, _m), (fac, entry), md, st in zip(items, gc, mds, stats):
+            new_fac = dgc_factor(entry["norm"], self.clip_norm, st, P, fac, self.mode)
+            entry.update({"md": float(md), "stat": float(st), "P": P, "factor": new_fac, "flagged": bool(st > P),
+                          "bound": dgc_bound(self.clip_norm, st, P, entry["norm"], self.mode)})
+            if base is not None:
+                entry["md_base"] = float(base)
             out.append((new_fac, entry))
         return out

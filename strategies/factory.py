@@ -32,13 +32,19 @@ def build_strategy(cfg, probe_md=None, set_hist=None):
     inner = build_base(cfg)
     clip = None
     s = cfg.strategy
+    missing = [k for k in (("clip_norm",) if s.name == "gc" else ("clip_norm", "mu", "tau") if s.name == "dgc" else ())
+               if s.get(k) is None]
+    if missing:
+        raise ValueError(f"strategy.{'/'.join(missing)} not set: call fl_mdisc.calibration.apply_calibration(cfg, "
+                         "entry) first (the ServerApp does) or give them explicitly")
     if s.name == "gc":
-        clip = inner = GradientClipping(inner, float(s.clip_norm))
+        clip = inner = GradientClipping(inner, float(s.clip_norm), norm=str(s.get("norm", "l2")))
     elif s.name == "dgc":
         clip = inner = DiscrepancyAwareClipping(
             inner, float(s.clip_norm), float(s.mu), float(s.tau), probe_md=probe_md, set_hist=set_hist,
             md_source=str(s.md_source), hist_lag=int(s.hist_lag) if s.hist == "lag" else None,
-            step_scale=float(cfg.fed.server_lr), mode=str(s.get("mode", "clip")))
+            step_scale=float(cfg.fed.server_lr), mode=str(s.get("mode", "clip")),
+            statistic=str(s.get("statistic", "absolute")), norm=str(s.get("norm", "l2")))
     validator = ReplyValidator(inner)
     outer = ServerSGD(validator, lr=float(cfg.fed.server_lr), momentum=float(cfg.fed.server_momentum))
     return outer, clip, validator

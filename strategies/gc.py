@@ -1,11 +1,14 @@
-"""GC: L2 clipping of every client update before aggregation, as a wrapper around any Flower strategy.
+"""GC: norm clipping (L2, or L-infinity as the seed paper's code) of every client update before aggregation,
+as a wrapper around any Flower strategy.
 
 Source: gradient clipping (Pascanu et al. 2013) as the accumulative-poisoning defence of Pang et al. (NeurIPS
 2021, ``feder_accu_train.py``: ``clip_grad_norm_`` L2 at 10 on the aggregate). Here each client update
 Delta_k = theta_k - theta_t is scaled by min(1, C / ||Delta_k||_2) (see :mod:`strategies.clipping`) before the
 inner strategy aggregates, the shape of Flower's ``DifferentialPrivacyServerSideFixedClipping`` without noise.
-Differences from the official code: the harness clips the single aggregate; with one participant per round
-(``protocol=harness``) the two coincide.
+``norm="linf"``: the seed paper's MD code (Zhu et al. 2023) clips each step's gradient with
+``clip_grad_norm_(..., 0.01, norm_type='inf')``, i.e. scales the whole update by min(1, C / max_i |Delta_i|)
+(``strategy=gc_linf``: C = 0.01 as published). Differences from the official code: the harness clips the
+single aggregate; with one participant per round (``protocol=harness``) the two coincide.
 """
 
 from __future__ import annotations
@@ -18,28 +21,31 @@ from flwr.common import log
 from flwr.serverapp.strategy import Strategy
 
 from .base import StrategyWrapper, reply_arrays, reply_metrics, set_reply_arrays
-from .clipping import apply_factor, gc_factor, l2_norm, update_of
+from .clipping import NORMS, apply_factor, gc_factor, update_norm, update_of
 
 
 class GradientClipping(StrategyWrapper):
     """Clip each update to ``clip_norm`` (L2) and delegate aggregation to ``strategy``."""
 
-    def __init__(self, strategy: Strategy, clip_norm: float) -> None:
+    def __init__(self, strategy: Strategy, clip_norm: float, norm: str = "l2") -> None:
         super().__init__(strategy)
         if not clip_norm > 0:
             raise ValueError("clip_norm must be positive")
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; choose one of {sorted(NORMS)}")
         self.clip_norm = float(clip_norm)
+        self.norm = norm
         self.client_log: list[dict] = []
 
     def summary(self) -> None:
-        log(INFO, "\t├── GC: L2 clip of each update at %s", self.clip_norm)
+        log(INFO, "\t├── GC: %s clip of each update at %s", self.norm, self.clip_norm)
         super().summary()
 
     def clip_factors(self, server_round: int, items: list[tuple[int, list, object]]) -> list[tuple[float, dict]]:
         """GC factor min(1, C/||Delta||) for each (partition id, update, metrics)."""
         out = []
         for _pid, update, _metrics in items:
-            norm = l2_norm(update)
+            norm = update_norm(update, self.norm)
             fac = gc_factor(norm, self.clip_norm)
             out.append((fac, {"norm": norm, "bound": self.clip_norm, "factor": fac}))
         return out

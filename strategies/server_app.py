@@ -23,6 +23,7 @@ from flwr.serverapp import Grid, ServerApp
 from omegaconf import OmegaConf
 
 from fl_mdisc.burnin import ensure_burnin, estimate_dsc_threshold, load_model
+from fl_mdisc.calibration import apply_calibration
 from fl_mdisc.config import load_run_config, resolve_paths, to_json
 from fl_mdisc.data import to_float
 from fl_mdisc.errors import ConfigError, FlMdiscError
@@ -116,10 +117,16 @@ def run(grid: Grid, run_config: dict) -> dict:
         else:
             dsc_mu, dsc_tau = float(cfg.defense.mu), float(cfg.defense.tau)
         calib["dsc"] = {"mu": dsc_mu, "tau": dsc_tau}
+    fit = apply_calibration(cfg, entry, log=_say)  # null C / mu / tau: computed here, from this machine's burn-in
+    if fit is not None:
+        calib["server_fit"] = {k: v for k, v in fit.items() if k != "values"}
     if cfg.strategy.name == "dgc":
-        calib["dgc"] = {"clip_norm": cfg.strategy.clip_norm, "mu": cfg.strategy.mu, "tau": cfg.strategy.tau}
+        calib["dgc"] = {"clip_norm": cfg.strategy.clip_norm, "mu": cfg.strategy.mu, "tau": cfg.strategy.tau,
+                        "statistic": cfg.strategy.get("statistic", "absolute"),
+                        "source": "explicit (config)" if fit is None or "mu" not in fit else "fitted (calibration.py)"}
     elif cfg.strategy.name == "gc":
-        calib["gc"] = {"clip_norm": cfg.strategy.clip_norm}
+        calib["gc"] = {"clip_norm": cfg.strategy.clip_norm,
+                       "source": "explicit (config)" if fit is None else "fitted (calibration.py)"}
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     (out / "calibration.json").write_text(json.dumps(calib, indent=1))
 
@@ -255,8 +262,12 @@ def _round_row(rnd, phase, replies, clip, validator, plan, failures, unchanged) 
         pid = int(met.get("partition-id", -1))
         clients[pid] = {"partition-id": pid, "malicious": pid in plan.malicious,
                         **{k: met[k] for k in met.keys()
-                           if k in ("md-client", "dsc-corrected", "dsc-steps", "poisoned", "train-loss")
+                           if k in ("md-client", "dsc-corrected", "dsc-steps", "poisoned", "train-loss", "attack-norm",
+                                    "attack-ref-norm")
                            or k.startswith("md-clean") or k.startswith("md-in")}}
+    for pid, extra in getattr(validator, "extra_metrics", {}).items():
+        if pid in clients:
+            clients[pid].update({k: extra[k] for k in ("attack-norm", "attack-ref-norm") if k in extra})
     for e in (clip.client_log if clip is not None else []):
         clients.setdefault(e["partition-id"], {"partition-id": e["partition-id"]}).update(
             {k: (round(v, 8) if isinstance(v, float) else v) for k, v in e.items()})
@@ -289,7 +300,7 @@ def summarize(metrics: list[dict], rounds: list[dict], cfg) -> dict:
         for c in r["clients"]:
             if "md" not in c:
                 continue
-            (mal if c.get("malicious") else hon).append(c["md"])
+            (mal if c.get("malicious") else hon).append(c.get("stat", c["md"]))
             if c.get("flagged") and c.get("malicious"):
                 tp += 1
             elif c.get("flagged"):

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable
 
 import numpy as np
-from flwr.app import Message
+from flwr.app import Message, MetricRecord
 
 from .base import StrategyWrapper
 
@@ -52,9 +52,11 @@ class ReplyValidator(StrategyWrapper):
         super().__init__(strategy)
         self.max_examples = max_examples
         self.dropped: list[dict] = []
+        self.extra_metrics: dict[int, dict] = {}
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         self.dropped = []
+        self.extra_metrics = {}
         valid = []
         for msg in replies:
             reason = check_reply(msg, self.current_arrays, self.max_examples)
@@ -68,4 +70,16 @@ class ReplyValidator(StrategyWrapper):
         valid.sort(key=lambda m: int(next(iter(m.content.metric_records.values()))["partition-id"]))
         if not valid:
             return None, None
+        self._common_metric_keys(valid)
         return self.strategy.aggregate_train(server_round, valid)
+
+    def _common_metric_keys(self, valid: list[Message]) -> None:
+        """Flower aggregates MetricRecords only when all share the same keys; a client-specific metric (e.g. the
+        attacker's ``attack-norm``) is moved aside into ``extra_metrics[partition id]`` (the round log keeps it)."""
+        recs = [next(iter(m.content.metric_records.items())) for m in valid]
+        common = set.intersection(*(set(r.keys()) for _k, r in recs))
+        for msg, (key, rec) in zip(valid, recs):
+            extra = {k: rec[k] for k in rec.keys() if k not in common}
+            if extra:
+                self.extra_metrics[int(rec["partition-id"])] = extra
+                msg.content[key] = MetricRecord({k: rec[k] for k in rec.keys() if k in common})

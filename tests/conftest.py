@@ -37,7 +37,7 @@ def tiny_data_root(tmp_path_factory) -> Path:
 
 def tiny_overrides(data_root, cache_dir, out_dir, *extra):
     return [f"data_root={data_root}", f"cache_dir={cache_dir}", f"out_dir={out_dir}",
-            "model.width=4", "split.burnin=1000", "split.probe=500", "burnin.epochs=2", "burnin.hist_epoch=1",
+            "model.width=4", "split.burnin=1000", "split.probe=500", "split.calib=100", "burnin.epochs=2", "burnin.hist_epoch=1",
             "burnin.batch_size=100", "burnin.calib_steps=3", "fed.num_clients=3", "fed.batch_size=50",
             "++attack.val_size=50", "++attack.trigger_size=50", "num_rounds=3",
             "eval_every=1", "checkpoint_every=1", *extra]

@@ -14,7 +14,11 @@ from fl_mdisc.errors import ConfigError
     (["fed.num_malicious=6"], "exceeds fed.num_clients=5"),
     (["defense=dsc", "defense.eps=1.5"], "defense.eps=1.5 is out of range"),
     (["defense=dsc", "defense.mu=-1"], "defense.mu=-1 is out of range"),
-    (["strategy=dgc", "strategy.mu=-0.1"], "strategy.mu=-0.1 is out of range"),
+    (["strategy=dgc", "strategy.tau=-0.1", "strategy.mu=0.1"], "strategy.tau=-0.1 is out of range"),
+    (["strategy=dgc", "strategy.mu=0.1"], "set both strategy.mu and strategy.tau"),
+    (["strategy=dgc", "strategy.statistic=foo"], "unknown strategy.statistic 'foo'"),
+    (["strategy=dgc", "strategy.target_fpr=0.9"], "strategy.target_fpr=0.9 is out of range"),
+    (["split.calib=39600"], "split.calib must be smaller than split.burnin"),
     (["attack=accumulative", "attack.eps=0"], "attack.eps=0 is out of range"),
     (["strategy=gc", "strategy.clip_norm=0"], "strategy.clip_norm=0 is out of range"),
     (["num_rounds=0"], "num_rounds=0 is out of range"),
@@ -28,12 +32,20 @@ def test_invalid_config_is_one_clear_error(overrides, message):
         compose(overrides)
 
 
-def test_presets_and_calibrated_defaults():
+def test_presets_hold_rules_not_fitted_constants():
     cpu = compose([])
     assert cpu.preset_name == "cpu" and cpu.model.name == "small_cnn"
-    assert cpu.strategy.clip_norm == cpu.calib.clip_norm and cpu.attack.lam == cpu.calib.lam
-    assert cpu.attack.trigger_scale == cpu.calib.trigger_scale  # the preset's calibrated trigger ...
-    assert compose(["protocol=harness"]).attack.trigger_scale == 0.01  # ... and Pang's for the harness
+    # C and the DGC threshold are computed where the run happens (calibration.py), not read from the preset
+    assert cpu.strategy.clip_norm is None and cpu.strategy.mu is None and cpu.strategy.tau is None
+    assert compose(["protocol=harness"]).strategy.clip_norm is None
+    assert cpu.attack.norm_multiple == cpu.calib.norm_multiple == 3.0  # a strength rule, not a fitted lambda
+    assert compose(["protocol=harness"]).attack.norm_multiple is None  # Pang's harness keeps lambda = 0.08
+    assert compose(["protocol=harness"]).attack.lam == 0.08 and compose(["protocol=harness"]).attack.trigger_scale == 0.01
+    # explicit values override the rules unchanged
+    ex = compose(["strategy.clip_norm=1.5", "strategy.mu=0.3", "strategy.tau=0.001"])
+    assert (ex.strategy.clip_norm, ex.strategy.mu, ex.strategy.tau) == (1.5, 0.3, 0.001)
+    # the burn-in seed follows the run seed unless set
+    assert compose(["seed=2"]).burnin.seed == 2 and compose(["seed=2", "burnin.seed=0"]).burnin.seed == 0
     paper = compose(["preset=paper"])
     assert paper.model.name == "resnet18" and paper.num_rounds == 500 and paper.burnin.hist_epoch == 20
     assert compose(["preset=paper", "model=small_cnn"]).model.name == "small_cnn"  # the command line wins

@@ -31,10 +31,24 @@ def test_detection_precision_recall_auroc():
         {"md": 0.5, "malicious": False, "flagged": False}, {"md": 0.9, "malicious": True, "flagged": True}]},
         {"round": 2, "phase": "accumulate", "clients": [
             {"md": 0.8, "malicious": False, "flagged": True}, {"md": 0.7, "malicious": True, "flagged": False}]}]
-    (d,) = detection([_run("poisoned", "dgc", 0, [(0, 1)], rounds=rounds)])
-    assert d["precision"] == 0.5 and d["recall"] == 0.5
-    assert d["auroc"] == pytest.approx(0.75)  # 0.9 beats both honest, 0.7 beats 0.5 only
-    assert d["flagged_honest_rate"] == 0.5
+    rows = detection([_run("poisoned", "dgc", 0, [(0, 1)], rounds=rounds)])
+    assert [r["seed"] for r in rows] == ["0", "all"]  # per seed (its own burn-in), then pooled
+    for d in rows:
+        assert d["precision"] == 0.5 and d["recall"] == 0.5
+        assert d["auroc"] == pytest.approx(0.75)  # 0.9 beats both honest, 0.7 beats 0.5 only
+        assert d["flagged_honest_rate"] == 0.5
+
+
+def test_detection_scores_the_logged_statistic_and_pools_seeds():
+    def rounds(stat_h, stat_m):
+        return [{"round": 1, "phase": "accumulate", "clients": [
+            {"md": 9.0, "stat": stat_h, "malicious": False, "flagged": False},
+            {"md": 0.0, "stat": stat_m, "malicious": True, "flagged": True}]}]
+    rows = detection([_run("poisoned", "dgc", 0, [(0, 1)], rounds=rounds(0.1, 0.5)),
+                      _run("poisoned", "dgc", 1, [(0, 1)], rounds=rounds(0.2, 0.1))])
+    by = {r["seed"]: r for r in rows}
+    assert by["0"]["auroc"] == 1.0 and by["1"]["auroc"] == 0.0  # the 'stat' column, not 'md', is scored
+    assert by["all"]["n_honest"] == 2 and by["all"]["recall"] == 1.0
 
 
 def test_table13_files_have_the_documented_shape(tmp_path):

@@ -117,6 +117,54 @@ class TestDGC:
         assert not log[1]["flagged"]
 
 
+    def test_increase_statistic_subtracts_md_of_theta_t(self):
+        # probe "MD" of a model = its first coordinate; theta_t = (0.5, 0, 0) -> MD(theta_t) = 0.5
+        s = DiscrepancyAwareClipping(fedavg(), 10.0, mu=0.2, tau=0.0, probe_md=lambda c: [float(p[0][0]) for p in c],
+                                     statistic="increase", step_scale=1.0)
+        prime(s, [np.array([0.5, 0.0, 0.0], dtype=np.float32)])
+        s.aggregate_train(1, [reply([[0.6, 0, 0]], 0), reply([[1.5, 0, 0]], 1)])
+        log = {e["partition-id"]: e for e in s.client_log}
+        assert log[0]["md_base"] == pytest.approx(0.5) and log[0]["stat"] == pytest.approx(0.1)
+        assert not log[0]["flagged"] and log[0]["factor"] == 1.0  # GC's own factor, bit-identical to GC
+        assert log[1]["stat"] == pytest.approx(1.0) and log[1]["flagged"]
+        assert log[1]["bound"] == pytest.approx(10.0 * 0.2 / 1.0)  # C * P / s; the norm 1.0 stays below it
+        with pytest.raises(ValueError, match="needs md_source='server'"):
+            DiscrepancyAwareClipping(fedavg(), 1.0, 0.1, 0.0, md_source="client", statistic="increase")
+
+    def test_cohort_statistic_flags_the_outlier(self):
+        mds = {0: 1.0, 1: 1.1, 2: 0.9, 3: 5.0}
+        s = DiscrepancyAwareClipping(fedavg(), 10.0, mu=3.0, tau=0.0, statistic="cohort",
+                                     probe_md=lambda c: [mds[int(round(float(p[0][1])))] for p in c], step_scale=1.0)
+        prime(s, [np.zeros(2, dtype=np.float32)])
+        s.aggregate_train(1, [reply([[0.0, float(i)]], i) for i in range(4)])
+        assert [e["flagged"] for e in s.client_log] == [False, False, False, True]
+
+
+class TestValidatorMetricKeys:
+    def test_client_specific_metrics_are_set_aside_not_fatal(self):
+        v = ReplyValidator(fedavg())
+        prime(v, [np.zeros(2)])
+        arrays, _ = v.aggregate_train(1, [reply([[1, 0]], 0), reply([[0, 1]], 1, extra={"attack-norm": 3.0})])
+        assert arrays is not None  # Flower refuses MetricRecords with different keys; the validator aligns them
+        assert v.extra_metrics == {1: {"attack-norm": 3.0}}
+
+
+class TestLinfClipping:
+    def test_linf_norm_and_factor_on_replies(self):
+        from strategies.clipping import linf_norm
+
+        assert linf_norm([np.array([0.1, -0.7]), np.array([[0.2]])]) == pytest.approx(0.7)
+        s = GradientClipping(fedavg(), clip_norm=0.01, norm="linf")
+        prime(s, [np.zeros(3, dtype=np.float32)])
+        arrays, _ = s.aggregate_train(1, [reply([[0.04, -0.02, 0]], 0), reply([[0.005, 0, 0]], 1)])
+        # client 0: max |.| = 0.04 -> factor 0.25 -> (0.01, -0.005, 0); client 1 untouched
+        np.testing.assert_allclose(arrays.to_numpy_ndarrays()[0], [(0.01 + 0.005) / 2, -0.0025, 0], rtol=1e-5)
+        log = {e["partition-id"]: e for e in s.client_log}
+        assert log[0]["norm"] == pytest.approx(0.04) and log[0]["factor"] == pytest.approx(0.25)
+        with pytest.raises(ValueError, match="unknown norm"):
+            GradientClipping(fedavg(), 1.0, norm="l1")
+
+
 class TestServerSGD:
     def test_equals_flower_fedavgm(self):
         rng = np.random.default_rng(0)
@@ -177,12 +225,25 @@ class TestReplyValidator:
 
 
 class TestFactory:
-    @pytest.mark.parametrize("name", ["st", "gc", "dgc", "dgc_scale", "median", "trimmed_mean", "multikrum"])
+    def test_uncalibrated_strategy_is_one_clear_error(self):
+        from fl_mdisc.config import compose
+        from strategies.factory import build_strategy
+
+        with pytest.raises(ValueError, match="apply_calibration"):
+            build_strategy(compose(["strategy=gc"]))
+
+    @pytest.mark.parametrize("name", ["st", "gc", "gc_linf", "dgc", "dgc_scale", "dgc_linf", "median", "trimmed_mean",
+                                      "multikrum"])
     def test_every_strategy_aggregates_hand_made_replies(self, name):
         from fl_mdisc.config import compose
         from strategies.factory import build_strategy
 
-        cfg = compose([f"strategy={name}", "strategy.md_source=client"] if name.startswith("dgc") else [f"strategy={name}"])
+        ov = [f"strategy={name}"]
+        if name.startswith("dgc"):
+            ov += ["strategy.md_source=client", "strategy.statistic=absolute", "strategy.mu=0.5", "strategy.tau=0"]
+        if name in ("gc", "dgc", "dgc_scale"):
+            ov += ["strategy.clip_norm=2.0"]
+        cfg = compose(ov)
         outer, clip, validator = build_strategy(cfg)
         theta = [np.zeros(4, np.float32)]
         prime(outer, theta)

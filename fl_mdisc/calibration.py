@@ -1,0 +1,260 @@
+"""Self-calibration of the server defences: GC's bound C and DGC's threshold, computed where the run happens.
+
+Why: the burn-in differs across machines (CPU kernels round differently), so any C, mu or tau fitted to one
+machine's checkpoints is wrong on the next one (measured: a threshold fitted on one machine flagged 66 % of
+honest updates on another). The paper prescribes this for DSC's threshold ("estimated from clean data in the
+burn-in phase", Sec. 4.1; :func:`fl_mdisc.burnin.estimate_dsc_threshold`); we do the same for the server.
+
+The rule. The server holds clean data of its own (``split.calib``, held out of the burn-in like the probe set)
+and knows the protocol (batch size B, client lr, local steps, server lr and momentum, number of clients). From
+theta_start it simulates a clean federation of n_h = N - f honest clients for R_c = ``strategy.calib_rounds``
+rounds: each simulated client k takes a fresh batch of B from its own permutation of the calibration set
+(crop + flip as the clients do), computes its update Delta_k with the clients' local SGD, and the server applies
+FedAvg of the GC-clipped updates with its SGD + momentum (the trajectory GC and DGC follow on clean data).
+
+* C = median of ||Delta_k|| (in ``strategy.norm``: L2, or L-infinity) over rounds 1..10 (a 10-round pre-pass without clipping), as the earlier
+  hand-run calibration did (DESIGN.md section 5).
+* For every simulated update DGC's statistic s_k is measured exactly as the strategy measures it
+  (:func:`strategies.clipping.dgc_statistic` semantics, here computed with the same probe set and candidate
+  theta_t + eta f_k Delta_k), and the threshold P_t = mu + tau * t is fitted for a target false-positive rate
+  alpha = ``strategy.target_fpr``: tau = least-squares slope of s over t (clipped at 0), mu = the order
+  statistic of the detrended values s - tau * t with floor(alpha n) values above it, so that at most alpha of
+  the n simulated honest updates lie above P_t (:func:`fit_fpr_threshold`).
+
+Cache: ``<burn-in dir>/calibration-<key>.json``; the key holds every input that changes the result (the
+burn-in checkpoints' SHA-256, split, protocol, statistic, probe size, historical-model mode, alpha, R_c).
+Explicit ``strategy.clip_norm`` / ``strategy.mu`` + ``strategy.tau`` (or ``calib.*``) override the rule.
+
+Differences from the paper: the paper publishes no DGC and no rule for C; this is our design. What it assumes:
+the server's calibration data are clean and distributed like the clients' (IID); under non-IID data honest
+updates disagree more than the simulation shows, which the README measures rather than hides.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import config_hash
+from .data import augment, load_dataset, split_of, stream_batch, to_float
+from .md import ProbeMD
+from .models import get_params, set_params
+from .train import local_sgd
+
+FORMAT = 1
+STATS_NEEDING_FIT = ("absolute", "increase")
+
+
+def fit_fpr_threshold(steps, values, target_fpr: float, slope: bool = True) -> tuple[float, float]:
+    """(mu, tau) such that at most ``target_fpr`` of ``values`` lie above mu + tau * step.
+
+    tau = least-squares slope of values over steps, clipped at 0 (0 when ``slope`` is false); mu = the smallest
+    detrended value d_(n-k) (sorted ascending, 1-based) with k = floor(target_fpr * n) values strictly above it.
+    """
+    s = np.asarray(steps, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0:
+        raise ValueError("no calibration values")
+    tau = 0.0
+    if slope and len(s) >= 2 and np.ptp(s) > 0:
+        tau = max(0.0, float(np.polyfit(s, v, 1)[0]))
+    r = np.sort(v - tau * s)
+    k = int(np.floor(float(target_fpr) * len(r) + 1e-9))  # this many values may lie above the threshold
+    mu = float(r[len(r) - 1 - min(k, len(r) - 1)])
+    return mu, tau
+
+
+def calibration_key(cfg, entry: dict) -> dict:
+    s, fed = cfg.strategy, cfg.fed
+    return {
+        "format": FORMAT, "start": entry["start_sha"], "hist": entry["hist_sha"],
+        "split": {"burnin": int(cfg.split.burnin), "probe": int(cfg.split.probe), "calib": int(cfg.split.get("calib") or 0)},
+        "protocol": cfg.protocol, "n_honest": n_honest(cfg), "B": int(fed.batch_size), "client_lr": float(fed.client_lr),
+        "local_steps": int(fed.local_steps), "server_lr": float(fed.server_lr), "momentum": float(fed.server_momentum),
+        "augment": bool(cfg.dataset.augment), "rounds": int(s.get("calib_rounds") or 50),
+        "statistic": str(s.get("statistic", "absolute")) if s.name == "dgc" else None,
+        "probe_size": int(s.get("probe_size") or cfg.split.probe), "hist": str(s.get("hist", "burnin")),
+        "hist_lag": int(s.get("hist_lag") or 0) if s.get("hist") == "lag" else 0,
+        "target_fpr": float(s.get("target_fpr") or 0.05), "seed": int(cfg.burnin.seed),
+        "clip_norm": None if s.get("clip_norm") is None else float(s.clip_norm), "norm": str(s.get("norm", "l2")),
+    }
+
+
+def n_honest(cfg) -> int:
+    return max(1, int(cfg.fed.num_clients) - int(cfg.fed.num_malicious))
+
+
+class _Sim:
+    """The simulated clean federation (server side, no Flower): honest updates from the calibration set."""
+
+    def __init__(self, cfg, entry, device="cpu") -> None:
+        from .burnin import load_model
+
+        ds = load_dataset(cfg.dataset.name, cfg.data_root)
+        split = split_of(cfg, len(ds.y_train))
+        self.data = split.calib if len(split.calib) else split.burnin_train
+        self.seen_by_burnin = not len(split.calib)
+        self.ds, self.cfg, self.dev = ds, cfg, device
+        self.model = load_model(cfg, entry["start"], entry["start_sha"], device)
+        self.start = get_params(self.model)
+        self.hist = get_params(load_model(cfg, entry["hist"], entry["hist_sha"], device))
+        size = int(cfg.strategy.get("probe_size") or cfg.split.probe)
+        probe_x = to_float(ds.x_train[split.probe[:size]]).to(device)
+        self.probe = ProbeMD(load_model(cfg, entry["start"], entry["start_sha"], device), probe_x, self.hist)
+        self.seed = int(cfg.burnin.seed)
+        self.B = int(cfg.fed.batch_size)
+        if len(self.data) < self.B:
+            raise ValueError(f"the calibration set has {len(self.data)} images, fewer than one batch of {self.B}; "
+                             "raise split.calib")
+
+    def update(self, params, rnd: int, k: int) -> list[np.ndarray]:
+        cfg = self.cfg
+        idx = stream_batch(self.data, self.B, self.seed, 50_000 + k, rnd - 1)
+        x = to_float(self.ds.x_train[idx])
+        if cfg.dataset.augment:
+            x = augment(x, torch.Generator().manual_seed((self.seed * 7_919 + rnd * 104_729 + k) % (2**31 - 1)))
+        y = torch.as_tensor(self.ds.y_train[idx])
+        set_params(self.model, params)
+        local_sgd(self.model, x.to(self.dev), y.to(self.dev), float(cfg.fed.client_lr), int(cfg.fed.local_steps))
+        return [n.astype(np.float64) - p.astype(np.float64) for n, p in zip(get_params(self.model), params)]
+
+
+def _norm(u, kind: str = "l2") -> float:
+    if kind == "linf":
+        return max(float(np.max(np.abs(a))) for a in u)
+    return float(np.sqrt(sum(float(np.vdot(a, a)) for a in u)))
+
+
+def simulate(cfg, entry, log=print, device="cpu") -> dict:
+    """Run the simulated clean federation; return the per-update records and C."""
+    sim = _Sim(cfg, entry, device)
+    nh = n_honest(cfg)
+    R = int(cfg.strategy.get("calib_rounds") or 50)
+    lr, mom, eta = float(cfg.fed.server_lr), float(cfg.fed.server_momentum), float(cfg.fed.server_lr)
+    stat = str(cfg.strategy.get("statistic", "absolute")) if cfg.strategy.name == "dgc" else None
+    lag = int(cfg.strategy.hist_lag) if cfg.strategy.get("hist") == "lag" else 0
+    kind = str(cfg.strategy.get("norm", "l2"))
+    t0 = time.time()
+
+    def trajectory(rounds: int, clip_norm: float | None, measure: bool):
+        theta = [a.copy() for a in sim.start]
+        v = None
+        history: deque = deque(maxlen=lag + 1 if lag else 1)
+        recs = []
+        for rnd in range(1, rounds + 1):
+            ups = [sim.update(theta, rnd, k) for k in range(nh)]
+            norms = [_norm(u, kind) for u in ups]
+            facs = [1.0 if clip_norm is None or n <= clip_norm else clip_norm / n for n in norms]
+            if measure:
+                if lag:
+                    history.append([a.copy() for a in theta])
+                    sim.probe.set_hist(history[0])
+                cands = [[(t + eta * f * u).astype(t.dtype) for t, u in zip(theta, up)] for up, f in zip(ups, facs)]
+                mds = sim.probe(cands + [theta])
+                base = mds.pop()
+                for k, (n, md) in enumerate(zip(norms, mds)):
+                    recs.append({"round": rnd, "client": k, "norm": n, "md": md, "md_base": base})
+            else:
+                recs.extend({"round": rnd, "client": k, "norm": n} for k, n in enumerate(norms))
+            d = [-sum(f * u[i] for f, u in zip(facs, ups)) / nh for i in range(len(theta))]  # theta - mean(theta_k)
+            v = d if v is None or mom == 0 else [mom * a + b for a, b in zip(v, d)]
+            theta = [(t - lr * g).astype(t.dtype) for t, g in zip(theta, v)]
+        return recs
+
+    pre = trajectory(min(10, R), None, measure=False)
+    first = [r["norm"] for r in pre]
+    given = cfg.strategy.get("clip_norm")
+    C = float(np.median(first)) if given is None else float(given)
+    recs = trajectory(R, C, measure=stat is not None)
+    out = {"clip_norm": C, "clip_norm_median": float(np.median(first)), "clip_norm_p10": float(np.percentile(first, 10)),
+           "clip_norm_p90": float(np.percentile(first, 90)), "n_honest": nh, "rounds": R,
+           "records": recs, "seconds": round(time.time() - t0, 1),
+           "data": "burn-in training images (split.calib=0)" if sim.seen_by_burnin else
+           f"the server's calibration set ({len(sim.data)} images held out of the burn-in)"}
+    return out
+
+
+def statistic_values(recs: list[dict], statistic: str) -> tuple[list[int], list[float]]:
+    """(steps t = round - 1, s) of the simulated honest updates for ``statistic``."""
+    from collections import defaultdict
+
+    if statistic == "absolute":
+        return [r["round"] - 1 for r in recs], [r["md"] for r in recs]
+    if statistic == "increase":
+        return [r["round"] - 1 for r in recs], [r["md"] - r["md_base"] for r in recs]
+    if statistic == "cohort":
+        by = defaultdict(list)
+        for r in recs:
+            by[r["round"]].append(r["md"])
+        steps, vals = [], []
+        for rnd in sorted(by):
+            a = np.asarray(by[rnd])
+            med = float(np.median(a))
+            mad = 1.4826 * float(np.median(np.abs(a - med)))
+            steps += [rnd - 1] * len(a)
+            vals += [0.0 if mad <= 0 else float((m - med) / mad) for m in a]
+        return steps, vals
+    raise ValueError(f"unknown statistic {statistic!r}")
+
+
+def calibrate(cfg, entry: dict, log=print, device="cpu") -> dict:
+    """C and (for DGC) the threshold for ``cfg`` (cached beside the burn-in). Returns the fit (no records)."""
+    key = calibration_key(cfg, entry)
+    path = Path(entry["dir"]) / f"calibration-{config_hash(key)}.json"
+    if path.is_file():
+        try:
+            fit = json.loads(path.read_text())
+            if fit.get("key") == key:
+                log(f"calibration cache hit: {path}")
+                return fit
+        except ValueError:
+            pass
+    log(f"calibrating on a simulated clean federation ({key['n_honest']} honest clients, {key['rounds']} rounds)")
+    sim = simulate(cfg, entry, log=log, device=device)
+    recs = sim.pop("records")
+    fit = {"key": key, **sim, "path": str(path)}
+    if key["statistic"] is not None:
+        stat = key["statistic"]
+        steps, vals = statistic_values(recs, stat)
+        if stat == "cohort":
+            mu, tau = float(cfg.strategy.get("cohort_z") or 3.0), 0.0
+        else:
+            mu, tau = fit_fpr_threshold(steps, vals, key["target_fpr"])
+        thr = mu + tau * np.asarray(steps, dtype=np.float64)
+        fit.update({"statistic": stat, "mu": mu, "tau": tau, "target_fpr": key["target_fpr"],
+                    "fpr_in_sample": float(np.mean(np.asarray(vals) > thr)),
+                    "values": {"steps": steps, "stat": [round(v, 8) for v in vals],
+                               "norm": [round(r["norm"], 6) for r in recs]}})
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(fit, indent=1))
+    tmp.rename(path)
+    msg = f"calibrated: C = {fit['clip_norm']:.4g}"
+    if "mu" in fit:
+        msg += f", DGC ({fit['statistic']}) P_t = {fit['mu']:.5g} + {fit['tau']:.3g} * t (in-sample FPR " \
+               f"{fit['fpr_in_sample']:.3f}, target {fit['target_fpr']})"
+    log(msg + f" [{fit['seconds']}s]")
+    return fit
+
+
+def apply_calibration(cfg, entry: dict, log=print, device="cpu") -> dict | None:
+    """Fill the strategy's null C / mu / tau from :func:`calibrate`; explicit values stay unchanged.
+
+    Returns the fit (or None when nothing had to be calibrated)."""
+    s = cfg.strategy
+    if s.name not in ("gc", "dgc"):
+        return None
+    need_c = s.get("clip_norm") is None
+    need_p = s.name == "dgc" and (s.get("mu") is None or s.get("tau") is None)
+    if not (need_c or need_p):
+        return None
+    fit = calibrate(cfg, entry, log=log, device=device)
+    if need_c:
+        s.clip_norm = float(fit["clip_norm"])
+    if need_p:
+        s.mu, s.tau = float(fit["mu"]), float(fit["tau"])
+    return fit
