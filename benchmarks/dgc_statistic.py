@@ -85,6 +85,10 @@ def run(seed, over, rounds):
         torch.set_num_threads(2)
         _prime(s, arrays)
         agg, _ = s.aggregate_train(rnd, reps)
+        if agg is None:  # every reply dropped (non-finite): the model diverged
+            accs += [10.0] * (rounds // 10 - len(accs))
+            print(f"  diverged at round {rnd}", flush=True)
+            break
         arrays = agg.to_numpy_ndarrays()
         if clip is not None and hasattr(clip, "statistic"):
             for e in clip.client_log:

@@ -9,7 +9,13 @@
   trigger and validation batches; the trigger round sends one gradient-ascent step on the trigger batch
   scaled by ``trigger_scale`` (the server applies both with its SGD). With ``attack.norm_multiple = k`` (the
   CPU preset's rule) both keep their direction and get norm k x the norm of the honest update the client
-  computes on its own clean stream batch this round (:func:`fl_mdisc.attack.scale_to_norm`).
+  computes on its own clean stream batch (:func:`fl_mdisc.attack.scale_to_norm`; ``attack.norm_ref``: measured
+  once at theta_start, the default, or every round). With ``attack.stealth_drop = d`` the attacker is stealthy, as
+  an accumulative attacker wants to be: it measures the global model's accuracy on its own validation batch, drop
+  = (accuracy at theta_start) - (accuracy now), scales its norm by max(0, 1 - drop / d), and while drop >= d sends
+  an honest update instead (``attack-paused``): it damages without collapsing training (measured: a constant-norm
+  attacker at 1.5-2x the honest norm drove ST to chance on some burn-ins, and an on/off pause at d = 15 did not stop
+  the server momentum's run-away) and pushes again once the model recovers.
 * ``crash``: the client raises (Flower turns it into an error reply; the round goes on without it).
 * ``nan`` / ``shape`` / ``scale``: hostile replies (NaN values, a missing array, an honest update times
   ``factor``) that exercise the server's validation and clipping.
@@ -63,12 +69,34 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
     loss = 0.0
     extra = {}
     if a.name == "lambda_update":
-        g = lambda_update_grad(model, xt, yt, xv, yv, float(a.lam)) if phase != "trigger" \
-            else reversed_trigger_grad(model, xt, yt, float(a.trigger_scale))
-        if a.get("norm_multiple") is not None:
-            ref = honest_reference_norm(cfg, plan, model, stream_idx, rnd, pid)
-            g = scale_to_norm(g, float(a.norm_multiple) * ref)
-            extra = {"attack-ref-norm": ref}
+        k, rule = a.get("norm_multiple"), a.get("norm_ref", "start")
+        budget, scale = a.get("stealth_drop"), 1.0
+        if phase != "trigger" and budget is not None:
+            drop = runtime.start_val_accuracy(cfg_json, pid, str(conf["start-path"]), str(conf["start-sha"])) \
+                - val_accuracy(model, xv, yv)
+            scale = min(1.0, max(0.0, 1.0 - drop / float(budget)))  # proportional: full strength at no damage
+            extra["attack-val-drop"] = drop
+            if scale == 0.0:  # stealth: pause (send an honest update) until the model recovers
+                new, met = train_honest(cfg_json, params, conf, pid)
+                met.update({"poisoned": 1, "attack-paused": 1, "attack-val-drop": drop, "seconds": time.time() - t0})
+                return new, met
+        if phase == "trigger":
+            g = reversed_trigger_grad(model, xt, yt, float(a.trigger_scale))
+        elif k is not None and rule == "lambda":
+            # Pang's dynamics with a burn-in-normalised lambda, fixed once so that the update at theta_start has
+            # norm k x the honest norm there; afterwards its norm decays as the alignment saturates
+            lam = runtime.start_lambda(cfg_json, pid, str(conf["start-path"]), str(conf["start-sha"]))
+            g = lambda_update_grad(model, xt, yt, xv, yv, lam)
+            extra = {"attack-lam": lam}
+        else:
+            g = lambda_update_grad(model, xt, yt, xv, yv, float(a.lam))
+        if k is not None and (phase == "trigger" or rule != "lambda"):
+            if rule in ("start", "lambda"):  # the honest norm at theta_start, measured once (no feedback)
+                ref = runtime.start_reference_norm(cfg_json, pid, str(conf["start-path"]), str(conf["start-sha"]))
+            else:  # this round's honest norm at theta_t
+                ref = honest_reference_norm(cfg, plan, model, stream_idx, rnd, pid)
+            g = scale_to_norm(g, float(k) * ref * scale)
+            extra["attack-ref-norm"] = ref
         extra["attack-norm"] = grads_norm(g)
         with torch.no_grad():
             for p, gi in zip([p for p in model.parameters() if p.requires_grad], g):
@@ -86,6 +114,16 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
     metrics = {"num-examples": int(cfg.fed.batch_size), "train-loss": loss, "md-client": 0.0, "dsc-corrected": 0,
                "dsc-steps": 0, "poisoned": 1, "seconds": time.time() - t0, **extra}
     return np_list(model), metrics
+
+
+@torch.no_grad()
+def val_accuracy(model, x, y) -> float:
+    """Accuracy (%) of the current global model on the attacker's own validation batch (eval mode)."""
+    was = model.training
+    model.eval()
+    acc = float((model(x).argmax(1) == y).float().mean()) * 100.0
+    model.train(was)
+    return acc
 
 
 def honest_reference_norm(cfg, plan, model, stream_idx, rnd: int, pid: int) -> float:

@@ -47,6 +47,50 @@ def adversarial_trigger(cfg_json: str, pid: int, start_path: str, start_sha: str
     return craft_trigger(model, xt, yt, xv, yv, a.eps, a.step_size, int(a.steps)).detach()
 
 
+@functools.lru_cache(maxsize=8)
+def start_reference_norm(cfg_json: str, pid: int, start_path: str, start_sha: str) -> float:
+    """The norm of the honest update the attacker would send at theta_start from its round-1 clean batch (the
+    reference of ``attack.norm_ref=start``); deterministic, so recomputing it after an actor restart gives the same."""
+    from clients.malicious import honest_reference_norm
+
+    cfg = config(cfg_json)
+    p = plan(cfg_json)
+    model = load_model(cfg, start_path, start_sha, device(cfg))
+    return honest_reference_norm(cfg, p, model, p.attacker[pid][2], 1, pid)
+
+
+@functools.lru_cache(maxsize=8)
+def start_lambda(cfg_json: str, pid: int, start_path: str, start_sha: str) -> float:
+    """lambda such that the lambda-update at theta_start has norm k x the honest norm there (``norm_ref=lambda``)."""
+    from fl_mdisc.attack import grads_norm, lambda_update_grad
+    from fl_mdisc.data import to_float
+
+    cfg = config(cfg_json)
+    p = plan(cfg_json)
+    dev = device(cfg)
+    model = load_model(cfg, start_path, start_sha, dev)
+    val_idx, trig_idx, _ = p.attacker[pid]
+    xv, yv = to_float(p.ds.x_train[val_idx]).to(dev), torch.as_tensor(p.ds.y_train[val_idx]).to(dev)
+    xt, yt = to_float(p.ds.x_train[trig_idx]).to(dev), torch.as_tensor(p.ds.y_train[trig_idx]).to(dev)
+    unit = grads_norm(lambda_update_grad(model, xt, yt, xv, yv, 1.0))
+    ref = start_reference_norm(cfg_json, pid, start_path, start_sha)
+    return float(cfg.attack.norm_multiple) * ref / unit if unit > 0 else 0.0
+
+
+@functools.lru_cache(maxsize=8)
+def start_val_accuracy(cfg_json: str, pid: int, start_path: str, start_sha: str) -> float:
+    """The attacker's validation accuracy at theta_start (the baseline of ``attack.stealth_drop``)."""
+    from clients.malicious import val_accuracy
+    from fl_mdisc.data import to_float
+
+    cfg = config(cfg_json)
+    p = plan(cfg_json)
+    dev = device(cfg)
+    val_idx = p.attacker[pid][0]
+    model = load_model(cfg, start_path, start_sha, dev)
+    return val_accuracy(model, to_float(p.ds.x_train[val_idx]).to(dev), torch.as_tensor(p.ds.y_train[val_idx]).to(dev))
+
+
 def device(cfg) -> torch.device:
     return pick_device(cfg)
 

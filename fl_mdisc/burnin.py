@@ -187,12 +187,12 @@ def estimate_dsc_threshold(cfg, entry: dict, log=print) -> dict:
     steps, values = [], []
     pos = 0
     for m in range(b.calib_steps):
-        probe = pool[pos: pos + bm]
+        probe = pool[np.arange(pos, pos + bm) % len(pool)]  # wraps around on a small burn-in set
         pos += bm
         md = md_per_sample(hist, model, to_float(ds.x_train[probe]), key["measure"])
         steps.append(m)
         values.append(float(torch.quantile(md, b.calib_quantile)))
-        idx = pool[pos: pos + bt]
+        idx = pool[np.arange(pos, pos + bt) % len(pool)]
         pos += bt
         model.train()
         opt.zero_grad()

@@ -78,7 +78,7 @@ def calibration_key(cfg, entry: dict) -> dict:
         "local_steps": int(fed.local_steps), "server_lr": float(fed.server_lr), "momentum": float(fed.server_momentum),
         "augment": bool(cfg.dataset.augment), "rounds": int(s.get("calib_rounds") or 50),
         "statistic": str(s.get("statistic", "absolute")) if s.name == "dgc" else None,
-        "probe_size": int(s.get("probe_size") or cfg.split.probe), "hist": str(s.get("hist", "burnin")),
+        "probe_size": int(s.get("probe_size") or cfg.split.probe), "hist_mode": str(s.get("hist", "burnin")),
         "hist_lag": int(s.get("hist_lag") or 0) if s.get("hist") == "lag" else 0,
         "target_fpr": float(s.get("target_fpr") or 0.05), "seed": int(cfg.burnin.seed),
         "clip_norm": None if s.get("clip_norm") is None else float(s.clip_norm), "norm": str(s.get("norm", "l2")),
@@ -170,7 +170,7 @@ def simulate(cfg, entry, log=print, device="cpu") -> dict:
     first = [r["norm"] for r in pre]
     given = cfg.strategy.get("clip_norm")
     C = float(np.median(first)) if given is None else float(given)
-    recs = trajectory(R, C, measure=stat is not None)
+    recs = trajectory(R, C, measure=True) if stat is not None else pre  # GC needs C only
     out = {"clip_norm": C, "clip_norm_median": float(np.median(first)), "clip_norm_p10": float(np.percentile(first, 10)),
            "clip_norm_p90": float(np.percentile(first, 90)), "n_honest": nh, "rounds": R,
            "records": recs, "seconds": round(time.time() - t0, 1),

@@ -89,7 +89,7 @@ def resolve_defaults(cfg: DictConfig) -> None:
     """Fill null values that default to the preset's calibrated values."""
     if cfg.protocol == "harness" and cfg.get("harness") is not None:
         cfg.fed.server_lr = cfg.harness.server_lr
-        for k in ("clip_norm", "mu", "tau", "lam", "trigger_scale", "norm_multiple"):
+        for k in ("clip_norm", "mu", "tau", "lam", "trigger_scale", "norm_multiple", "stealth_drop"):
             if k in cfg.harness:
                 cfg.calib[k] = cfg.harness[k]
     s = cfg.strategy
@@ -114,6 +114,8 @@ def resolve_defaults(cfg: DictConfig) -> None:
         cfg.attack.lam = cfg.calib.lam
     if cfg.attack.name == "lambda_update" and cfg.attack.get("norm_multiple") is None:
         cfg.attack.norm_multiple = cfg.calib.get("norm_multiple")
+    if cfg.attack.name == "lambda_update" and cfg.attack.get("stealth_drop") is None:
+        cfg.attack.stealth_drop = cfg.calib.get("stealth_drop")
     if cfg.attack.name == "lambda_update" and cfg.attack.get("trigger_scale") is None:
         cfg.attack.trigger_scale = cfg.calib.get("trigger_scale", 0.01)
     if cfg.protocol == "harness":
@@ -188,6 +190,9 @@ def validate(cfg: DictConfig) -> None:
         _num(cfg, "attack.lam", 0, lo_open=True)
         _num(cfg, "attack.trigger_scale", 0)
         _num(cfg, "attack.norm_multiple", 0, lo_open=True, allow_none=True)
+        _num(cfg, "attack.stealth_drop", 0, 100, lo_open=True, allow_none=True)
+        if cfg.attack.get("norm_ref", "start") not in ("start", "round", "lambda"):
+            raise ConfigError(f"unknown attack.norm_ref '{cfg.attack.norm_ref}'; choose start, round or lambda")
     if cfg.attack.name == "scale":
         _num(cfg, "attack.factor", 0)
     if cfg.defense.name in ("dsc", "at"):

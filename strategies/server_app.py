@@ -267,7 +267,8 @@ def _round_row(rnd, phase, replies, clip, validator, plan, failures, unchanged) 
                            or k.startswith("md-clean") or k.startswith("md-in")}}
     for pid, extra in getattr(validator, "extra_metrics", {}).items():
         if pid in clients:
-            clients[pid].update({k: extra[k] for k in ("attack-norm", "attack-ref-norm") if k in extra})
+            clients[pid].update({k: extra[k] for k in ("attack-norm", "attack-ref-norm", "attack-lam", "attack-val-drop",
+                                                       "attack-paused") if k in extra})
     for e in (clip.client_log if clip is not None else []):
         clients.setdefault(e["partition-id"], {"partition-id": e["partition-id"]}).update(
             {k: (round(v, 8) if isinstance(v, float) else v) for k, v in e.items()})

@@ -72,8 +72,8 @@ def test_calibration_key_changes_with_every_input(tiny):
                "split.calib=120", "strategy.clip_norm=1.0", "protocol=harness"):
         c = _cfg(tiny, ov)
         assert calibration_key(c, entry) != k0, ov
-    other = dict(entry, start_sha="0" * 64)
-    assert calibration_key(cfg, other) != k0  # another burn-in (another machine, another seed)
+    for sha in ("start_sha", "hist_sha"):  # another burn-in (another machine, another seed)
+        assert calibration_key(cfg, dict(entry, **{sha: "0" * 64})) != k0
 
 
 def test_burnin_key_and_plan_follow_the_seed(tiny):
@@ -111,22 +111,60 @@ def test_explicit_values_are_used_unchanged(tiny):
     assert cfg.strategy.clip_norm == fit["clip_norm"] and (cfg.strategy.mu, cfg.strategy.tau) == (0.5, 0.002)
 
 
-def test_attacker_norm_is_a_multiple_of_its_own_honest_norm(tiny):
+@pytest.mark.parametrize("rule", ["start", "round", "lambda"])
+def test_attacker_norm_is_a_multiple_of_its_own_honest_norm(tiny, rule):
     from clients.malicious import honest_reference_norm, train_malicious
+    from fl_mdisc.burnin import load_model
     from fl_mdisc.config import to_json
     from fl_mdisc.models import get_params
 
-    cfg = _cfg(tiny, "attack=lambda_update", "attack.norm_multiple=2.5")
+    cfg = _cfg(tiny, "attack=lambda_update", "attack.norm_multiple=2.5", f"attack.norm_ref={rule}")
     entry = ensure_burnin(cfg, log=lambda m: None)
-    from fl_mdisc.burnin import load_model
-
     model = load_model(cfg, entry["start"], entry["start_sha"])
-    params = get_params(model)
+    params = get_params(model)  # theta_t = theta_start, but in round 3: "start" uses round 1's batch
     conf = {"start-path": entry["start"], "start-sha": entry["start_sha"], "server-round": 3, "phase": "accumulate"}
     new, met = train_malicious(to_json(cfg), params, conf, 2)
     sent = float(np.sqrt(sum(((n - p).astype(np.float64) ** 2).sum() for n, p in zip(new, params))))
     plan = make_plan(cfg)
-    ref = honest_reference_norm(cfg, plan, model, plan.attacker[2][2], 3, 2)
-    assert met["attack-ref-norm"] == pytest.approx(ref, rel=1e-6)
+    ref = honest_reference_norm(cfg, plan, model, plan.attacker[2][2], 3 if rule == "round" else 1, 2)
     assert sent == pytest.approx(2.5 * ref, rel=1e-4) and met["attack-norm"] == pytest.approx(sent, rel=1e-4)
+    if rule == "lambda":  # lambda fixed at theta_start; here theta_t = theta_start, so the norm is exactly k x ref
+        assert met["attack-lam"] > 0
+    else:
+        assert met["attack-ref-norm"] == pytest.approx(ref, rel=1e-6)
     assert all(np.array_equal(a, b) for a, b in zip(get_params(model), params))  # the reference left no trace
+
+
+def test_calibrate_command_shows_the_fit(tiny, capsys):
+    from fl_mdisc.cli import main
+
+    data, cache, base = tiny
+    out = base / "calib-cmd"
+    assert main(["calibrate", *tiny_overrides(data, cache, out, "strategy.calib_rounds=10")]) == 0
+    fit = json.loads((out / "calibration_fit.json").read_text())
+    assert fit["statistic"] == "increase" and fit["rounds"] == 10 and fit["fpr_in_sample"] <= fit["target_fpr"]
+    assert (out / "calibration.png").stat().st_size > 1000
+    assert "calibrated" in capsys.readouterr().out or "cache hit" in capsys.readouterr().out
+
+
+def test_stealthy_attacker_pauses_below_its_budget(tiny, monkeypatch):
+    from clients.honest import train_honest
+    from clients.malicious import train_malicious
+    from fl_mdisc.burnin import load_model
+    from fl_mdisc.config import to_json
+    from fl_mdisc.models import get_params
+
+    cfg = _cfg(tiny, "attack=lambda_update", "attack.norm_multiple=2.0", "attack.stealth_drop=5")
+    entry = ensure_burnin(cfg, log=lambda m: None)
+    start = get_params(load_model(cfg, entry["start"], entry["start_sha"]))
+    conf = {"start-path": entry["start"], "start-sha": entry["start_sha"], "server-round": 2, "phase": "accumulate"}
+    _, met = train_malicious(to_json(cfg), start, conf, 2)  # at theta_start: no drop, it attacks
+    assert met["attack-val-drop"] == 0.0 and "attack-paused" not in met and met["attack-norm"] > 0
+    from clients import runtime
+
+    monkeypatch.setattr(runtime, "start_val_accuracy", lambda *a: 100.0)  # as if it had been perfect at the start
+    broken = [np.zeros_like(a) for a in start]
+    new, met = train_malicious(to_json(cfg), broken, conf, 2)
+    assert met["attack-paused"] == 1 and met["attack-val-drop"] >= 5
+    honest, _ = train_honest(to_json(cfg), broken, conf, 2)  # it sends what an honest client would
+    assert all(np.array_equal(a, b) for a, b in zip(new, honest))

@@ -38,7 +38,7 @@ def test_presets_hold_rules_not_fitted_constants():
     # C and the DGC threshold are computed where the run happens (calibration.py), not read from the preset
     assert cpu.strategy.clip_norm is None and cpu.strategy.mu is None and cpu.strategy.tau is None
     assert compose(["protocol=harness"]).strategy.clip_norm is None
-    assert cpu.attack.norm_multiple == cpu.calib.norm_multiple == 3.0  # a strength rule, not a fitted lambda
+    assert cpu.attack.norm_multiple == cpu.calib.norm_multiple == 2.0  # a strength rule, not a fitted lambda
     assert compose(["protocol=harness"]).attack.norm_multiple is None  # Pang's harness keeps lambda = 0.08
     assert compose(["protocol=harness"]).attack.lam == 0.08 and compose(["protocol=harness"]).attack.trigger_scale == 0.01
     # explicit values override the rules unchanged
