@@ -90,6 +90,9 @@ cfg, norms, accs, dt = run(["attack=none", "strategy=st"], max(R, 10))
 C = statistics.median(norms[:10])
 print(f"model={cfg.model.name} width={cfg.model.get('width')} server_lr={cfg.fed.server_lr}: clean ST "
       + " ".join(f"{r}:{a:.1f}" for r, a in accs) + f"  honest norm median(1-10)={C:.3f}  ({dt:.0f}s)", flush=True)
+for st in [x for x in strats if x != "st"] if os.environ.get("CLEAN_ALL") else []:  # clean rows of the others too
+    _, _, accs_c, dt = run(["attack=none", f"strategy={st}"], R)
+    print(f"clean {st}: " + " ".join(f"{r}:{a:.1f}" for r, a in accs_c) + f"  ({dt:.0f}s)", flush=True)
 for lam in lams:
     for st in strats:
         over = ["attack=lambda_update", f"strategy={st}", f"harness.lam={lam}"]

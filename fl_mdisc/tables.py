@@ -44,7 +44,8 @@ def _get(overrides: list[str], key: str):
 CELL_KEYS = ("preset_name", "protocol", "seed", "num_rounds", "trigger", "dataset.name", "model.name", "fed.num_clients",
              "fed.num_malicious", "fed.server_lr", "strategy.name", "strategy.mode", "strategy.clip_norm",
              "strategy.mu", "strategy.tau", "strategy.norm", "strategy.statistic", "strategy.target_fpr", "attack.name",
-             "attack.lam", "attack.norm_multiple", "attack.trigger_scale", "defense.name", "burnin.seed")
+             "attack.lam", "attack.norm_multiple", "attack.norm_ref", "attack.stealth_drop", "attack.trigger_scale",
+             "defense.name", "burnin.seed")
 FITTED_KEYS = ("strategy.clip_norm", "strategy.mu", "strategy.tau")  # null asks for the run's own calibration
 
 

@@ -62,10 +62,17 @@ def gc_factor(norm: float, clip_norm: float) -> float:
 DGC_MODES = ("clip", "scale")
 
 
+def shrink(md: float, P: float) -> float:
+    """min(1, P / s) for a flagged value s > P; 0 when P <= 0 (a threshold at or below zero leaves no bound)."""
+    if md <= P:
+        return 1.0
+    return P / md if P > 0 else 0.0
+
+
 def dgc_bound(clip_norm: float, md: float, P: float, norm: float | None = None, mode: str = "clip") -> float:
     """C_k = C * min(1, P / MD_k) (clip), or min(C, ||Delta||) * min(1, P / MD_k) (scale)."""
     base = clip_norm if mode == "clip" or norm is None else min(clip_norm, norm)
-    return base if md <= P else base * (P / md)
+    return base if md <= P else base * shrink(md, P)
 
 
 def dgc_factor(norm: float, clip_norm: float, md: float, P: float, gc_fac: float, mode: str = "clip") -> float:
@@ -74,7 +81,7 @@ def dgc_factor(norm: float, clip_norm: float, md: float, P: float, gc_fac: float
     if md <= P:
         return gc_fac
     if mode == "scale":
-        return gc_fac * (P / md)
+        return gc_fac * shrink(md, P)
     if mode != "clip":
         raise ValueError(f"unknown DGC mode {mode!r}; choose one of {DGC_MODES}")
     return gc_factor(norm, dgc_bound(clip_norm, md, P))

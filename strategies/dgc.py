@@ -29,8 +29,9 @@ This is the rule of DESIGN.md section 5. For each client update Delta_k at round
 Why ``increase`` is the default: MD_k of the candidate is mostly the MD of theta_t itself, which depends on
 the distance between the two burn-in checkpoints and grows with the rounds (on one burn-in the fitted slope was
 4x that of another), so an absolute threshold fitted on a short calibration drifts away from the real run.
-The increase caused by one update does not carry theta_t's drift (fitted slope ~0) and is positive for honest
-updates, so P_t / s_k is a valid shrink factor. Measurements: README "Calibration" and
+The increase caused by one update does not carry theta_t's drift (fitted slope ~0); for honest updates it is
+centred near 0, and its fitted upper tail P_t is positive, so P_t / s_k is a valid shrink factor for every flagged
+update (s_k > P_t > 0; a threshold <= 0 would drop flagged updates entirely: :func:`strategies.clipping.shrink`). Measurements: README "Calibration" and
 ``benchmarks/dgc_statistic.py``.
 
 theta_hist is either the burn-in historical checkpoint (``hist=burnin``, as DSC's epoch-20 model) or the

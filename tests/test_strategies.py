@@ -255,3 +255,11 @@ class TestFactory:
         # server SGD: theta - lr * (theta - aggregate) on the first round (momentum buffer = pseudo-gradient)
         if name in ("median", "trimmed_mean", "multikrum"):
             assert abs(out[0]) < 1.0  # robust aggregators ignore the 1e6 outlier
+
+
+def test_shrink_with_nonpositive_threshold_drops_flagged_updates():
+    from strategies.clipping import shrink
+
+    assert shrink(0.5, 0.1) == pytest.approx(0.2) and shrink(0.05, 0.1) == 1.0
+    assert shrink(0.5, -0.1) == 0.0 and shrink(-0.2, -0.1) == 1.0
+    assert dgc_factor(1.0, 2.0, md=0.5, P=0.0, gc_fac=1.0) == 0.0
