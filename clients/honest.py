@@ -1,10 +1,13 @@
 """Honest streaming client: one fresh stream batch per round, optional DSC/AT correction, local SGD.
 
-Per round r (1-based) the client takes batch r-1 of its partition's stream (order from (seed, partition id,
+Per participation j (0-based: with K of N clients per round, j counts the earlier rounds that sampled this client,
+:func:`fl_mdisc.sampling.stream_step`; with every client every round, j = r - 1) the client takes batch j of its
+partition's stream (order from (seed, partition id,
 pass), see :func:`fl_mdisc.data.stream_batch`), applies crop+flip from a generator seeded by (seed, round,
 partition), optionally has it replaced by a poisoned batch (``attack=stream_poison`` victims: placement (b)),
 then corrects it with DSC (threshold P = mu + tau * m, m = r - 1 batches since the phase began) or AT, and
-takes ``local_steps`` SGD steps. It reports the mean MD of its incoming samples against theta_hist whenever
+takes ``local_steps`` SGD steps at ``client_lr`` on it (FedAvg's local training on the batch that arrived;
+:func:`fl_mdisc.train.local_sgd`). It reports the mean MD of its incoming samples against theta_hist whenever
 the historical model is available (DSC or DGC with ``md_source=client``).
 """
 
@@ -20,6 +23,7 @@ from fl_mdisc.correction import at_correct, dsc_correct
 from fl_mdisc.data import augment, stream_batch, to_float
 from fl_mdisc.md import md_from_logits, threshold
 from fl_mdisc.models import set_params
+from fl_mdisc.sampling import stream_step
 from fl_mdisc.train import local_sgd
 
 from . import runtime
@@ -42,7 +46,7 @@ def train_honest(cfg_json: str, params: list, conf, pid: int) -> tuple[list, dic
     model = runtime.model_from(cfg_json, str(conf["start-path"]), str(conf["start-sha"]))
     set_params(model, params)
     torch.manual_seed(runtime.seed_for(cfg.seed, rnd, pid, 1))
-    idx = stream_batch(plan.partitions[pid], int(cfg.fed.batch_size), int(cfg.seed), pid, rnd - 1)
+    idx = stream_batch(plan.partitions[pid], int(cfg.fed.batch_size), int(cfg.seed), pid, stream_step(cfg, rnd, pid))
     x, y = batch_tensors(cfg, plan, idx, rnd, pid)
     poisoned = 0
     x_clean = x

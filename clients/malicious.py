@@ -34,6 +34,7 @@ from fl_mdisc.attack import (craft_poison, grads_norm, lambda_update_grad, rever
                              second_order_term)
 from fl_mdisc.data import stream_batch, to_float
 from fl_mdisc.models import set_params
+from fl_mdisc.sampling import stream_step
 from fl_mdisc.train import local_sgd
 
 from . import runtime
@@ -72,7 +73,8 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
         k, rule = a.get("norm_multiple"), a.get("norm_ref", "start")
         budget, scale = a.get("stealth_drop"), 1.0
         if phase != "trigger" and budget is not None:
-            drop = runtime.start_val_accuracy(cfg_json, pid, str(conf["start-path"]), str(conf["start-sha"])) \
+            vpid = min(plan.malicious)  # colluders share the validation batch: one baseline for all of them
+            drop = runtime.start_val_accuracy(cfg_json, vpid, str(conf["start-path"]), str(conf["start-sha"])) \
                 - val_accuracy(model, xv, yv)
             scale = min(1.0, max(0.0, 1.0 - drop / float(budget)))  # proportional: full strength at no damage
             extra["attack-val-drop"] = drop
@@ -106,7 +108,7 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
         if phase == "trigger":
             x_train, y_train = x_trig, yt
         else:
-            idx = stream_batch(stream_idx, int(cfg.fed.batch_size), int(cfg.seed), pid, rnd - 1)
+            idx = stream_batch(stream_idx, int(cfg.fed.batch_size), int(cfg.seed), pid, stream_step(cfg, rnd, pid))
             x, y = batch_tensors(cfg, plan, idx, rnd, pid)
             h = second_order_term(model, x_trig, yt, xv, yv)
             x_train, y_train = craft_poison(model, x, y, h, a.eps, a.step_size, int(a.steps), float(a.gamma)), y
@@ -129,7 +131,8 @@ def val_accuracy(model, x, y) -> float:
 def honest_reference_norm(cfg, plan, model, stream_idx, rnd: int, pid: int) -> float:
     """||Delta|| of the update an honest client would send this round from the attacker's own clean stream
     batch (same batch size, augmentation, client lr and local steps); the model is left unchanged."""
-    idx = stream_batch(stream_idx, int(cfg.fed.batch_size), int(cfg.seed), pid, rnd - 1)
+    step = stream_step(cfg, rnd, pid) if rnd > 1 else 0
+    idx = stream_batch(stream_idx, int(cfg.fed.batch_size), int(cfg.seed), pid, step)
     x, y = batch_tensors(cfg, plan, idx, rnd, pid)
     params = [p for p in model.parameters() if p.requires_grad]
     before = [p.detach().clone() for p in params]

@@ -7,7 +7,7 @@ burn-in phase", Sec. 4.1; :func:`fl_mdisc.burnin.estimate_dsc_threshold`); we do
 
 The rule. The server holds clean data of its own (``split.calib``, held out of the burn-in like the probe set)
 and knows the protocol (batch size B, client lr, local steps, server lr and momentum, number of clients). From
-theta_start it simulates a clean federation of n_h = N - f honest clients for R_c = ``strategy.calib_rounds``
+theta_start it simulates a clean federation of n_h = N - f honest clients for R_c = :func:`calib_rounds`
 rounds: each simulated client k takes a fresh batch of B from its own permutation of the calibration set
 (crop + flip as the clients do), computes its update Delta_k with the clients' local SGD, and the server applies
 FedAvg of the GC-clipped updates with its SGD + momentum (the trajectory GC and DGC follow on clean data).
@@ -25,14 +25,22 @@ Cache: ``<burn-in dir>/calibration-<key>.json``; the key holds every input that 
 burn-in checkpoints' SHA-256, split, protocol, statistic, probe size, historical-model mode, alpha, R_c).
 Explicit ``strategy.clip_norm`` / ``strategy.mu`` + ``strategy.tau`` (or ``calib.*``) override the rule.
 
+Realistic federations. The simulation follows the protocol the server announced: with K of N clients per round it
+simulates N_h = N - f honest clients of which K_h = K - round(K f / N) take part each round (drawn like the real
+sample, :func:`fl_mdisc.sampling.sample_round`); with non-IID data (``fed.partition``) each simulated client gets
+a label distribution drawn from the same law as the real partitions (Dirichlet(alpha) proportions, or
+``classes_per_client`` classes) and its batches are drawn from the server's calibration set with those label
+proportions. The server knows the law, not the clients' data.
+
 Differences from the paper: the paper publishes no DGC and no rule for C; this is our design. What it assumes:
-the server's calibration data are clean and distributed like the clients' (IID); under non-IID data honest
-updates disagree more than the simulation shows, which the README measures rather than hides.
+the server's calibration data are clean and distributed like the clients' in law; label skew is simulated,
+other heterogeneity (feature shift, unequal sizes) is not.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import deque
 from pathlib import Path
@@ -76,17 +84,70 @@ def calibration_key(cfg, entry: dict) -> dict:
         "split": {"burnin": int(cfg.split.burnin), "probe": int(cfg.split.probe), "calib": int(cfg.split.get("calib") or 0)},
         "protocol": cfg.protocol, "n_honest": n_honest(cfg), "B": int(fed.batch_size), "client_lr": float(fed.client_lr),
         "local_steps": int(fed.local_steps), "server_lr": float(fed.server_lr), "momentum": float(fed.server_momentum),
-        "augment": bool(cfg.dataset.augment), "rounds": int(s.get("calib_rounds") or 50),
+        "augment": bool(cfg.dataset.augment), "rounds": calib_rounds(cfg),
         "statistic": str(s.get("statistic", "absolute")) if s.name == "dgc" else None,
         "probe_size": int(s.get("probe_size") or cfg.split.probe), "hist_mode": str(s.get("hist", "burnin")),
         "hist_lag": int(s.get("hist_lag") or 0) if s.get("hist") == "lag" else 0,
         "target_fpr": float(s.get("target_fpr") or 0.05), "seed": int(cfg.burnin.seed),
         "clip_norm": None if s.get("clip_norm") is None else float(s.clip_norm), "norm": str(s.get("norm", "l2")),
-    }
+    } | _federation_key(cfg)
+
+
+def _federation_key(cfg) -> dict:
+    """Key entries of the realistic-federation options, present only when they differ from full IID participation
+    (so that the caches of earlier runs stay valid: their simulation is unchanged)."""
+    from .sampling import clients_per_round
+
+    fed, out = cfg.fed, {}
+    if clients_per_round(cfg) != int(fed.num_clients):
+        out["clients_per_round"] = clients_per_round(cfg)
+        out["honest_per_round"] = honest_per_round(cfg)
+    if str(fed.partition) != "iid":
+        out["partition"] = str(fed.partition)
+        out["skew"] = float(fed.dirichlet_alpha) if fed.partition == "dirichlet" else int(fed.get("classes_per_client") or 2)
+    return out
 
 
 def n_honest(cfg) -> int:
     return max(1, int(cfg.fed.num_clients) - int(cfg.fed.num_malicious))
+
+
+def calib_rounds(cfg) -> int:
+    """R_c = min(``strategy.calib_rounds``, ceil(``strategy.calib_updates`` / K_h)): the simulation's cost is capped
+    at about ``calib_updates`` simulated honest updates (400: 100 rounds of the 4 honest clients of the default
+    5-client federation, 45 rounds of 9 honest participants), never fewer than 20 rounds."""
+    s = cfg.strategy
+    R = int(s.get("calib_rounds") or 50)
+    cap = s.get("calib_updates")
+    if cap is None:
+        return R
+    return max(min(R, 20), min(R, int(math.ceil(int(cap) / honest_per_round(cfg)))))
+
+
+def honest_per_round(cfg) -> int:
+    """K_h: the honest participants of a round, K minus the attackers expected among K."""
+    from .sampling import clients_per_round
+
+    n, k, f = int(cfg.fed.num_clients), clients_per_round(cfg), int(cfg.fed.num_malicious)
+    if k == n:
+        return n_honest(cfg)
+    return max(1, min(n_honest(cfg), k - int(round(k * f / n))))
+
+
+def label_skew(cfg, n_clients: int, seed: int, num_classes: int = 10) -> np.ndarray | None:
+    """Per simulated client label proportions (n_clients x classes) for ``fed.partition``; None for IID."""
+    part = str(cfg.fed.partition)
+    if part == "iid":
+        return None
+    out = np.zeros((n_clients, num_classes))
+    for k in range(n_clients):
+        rng = np.random.default_rng([seed, k, 4243])
+        if part == "dirichlet":
+            out[k] = rng.dirichlet(np.full(num_classes, float(cfg.fed.dirichlet_alpha)))
+        else:
+            c = int(cfg.fed.get("classes_per_client") or 2)
+            out[k, rng.choice(num_classes, size=min(c, num_classes), replace=False)] = 1.0 / min(c, num_classes)
+    return out
 
 
 class _Sim:
@@ -108,13 +169,26 @@ class _Sim:
         self.probe = ProbeMD(load_model(cfg, entry["start"], entry["start_sha"], device), probe_x, self.hist)
         self.seed = int(cfg.burnin.seed)
         self.B = int(cfg.fed.batch_size)
+        self.skew = label_skew(cfg, n_honest(cfg), self.seed)
+        labels = ds.y_train[self.data]
+        self.by_class = [self.data[labels == c] for c in range(10)]
         if len(self.data) < self.B:
             raise ValueError(f"the calibration set has {len(self.data)} images, fewer than one batch of {self.B}; "
                              "raise split.calib")
 
+    def batch(self, rnd: int, k: int) -> np.ndarray:
+        """Simulated client k's batch of round rnd: IID from its own permutation of the calibration set, or with
+        its label proportions (non-IID)."""
+        if self.skew is None:
+            return stream_batch(self.data, self.B, self.seed, 50_000 + k, rnd - 1)
+        rng = np.random.default_rng([self.seed, k, rnd, 6311])
+        counts = rng.multinomial(self.B, self.skew[k])
+        return np.concatenate([rng.choice(self.by_class[c], size=int(m), replace=int(m) > len(self.by_class[c]))
+                               for c, m in enumerate(counts) if m > 0])
+
     def update(self, params, rnd: int, k: int) -> list[np.ndarray]:
         cfg = self.cfg
-        idx = stream_batch(self.data, self.B, self.seed, 50_000 + k, rnd - 1)
+        idx = self.batch(rnd, k)
         x = to_float(self.ds.x_train[idx])
         if cfg.dataset.augment:
             x = augment(x, torch.Generator().manual_seed((self.seed * 7_919 + rnd * 104_729 + k) % (2**31 - 1)))
@@ -132,9 +206,11 @@ def _norm(u, kind: str = "l2") -> float:
 
 def simulate(cfg, entry, log=print, device="cpu") -> dict:
     """Run the simulated clean federation; return the per-update records and C."""
+    from .sampling import sample_round
+
     sim = _Sim(cfg, entry, device)
-    nh = n_honest(cfg)
-    R = int(cfg.strategy.get("calib_rounds") or 50)
+    nh, kh = n_honest(cfg), honest_per_round(cfg)
+    R = calib_rounds(cfg)
     lr, mom, eta = float(cfg.fed.server_lr), float(cfg.fed.server_momentum), float(cfg.fed.server_lr)
     stat = str(cfg.strategy.get("statistic", "absolute")) if cfg.strategy.name == "dgc" else None
     lag = int(cfg.strategy.hist_lag) if cfg.strategy.get("hist") == "lag" else 0
@@ -147,7 +223,8 @@ def simulate(cfg, entry, log=print, device="cpu") -> dict:
         history: deque = deque(maxlen=lag + 1 if lag else 1)
         recs = []
         for rnd in range(1, rounds + 1):
-            ups = [sim.update(theta, rnd, k) for k in range(nh)]
+            who = range(nh) if kh == nh else sample_round(sim.seed + 7, rnd, nh, kh)
+            ups = [sim.update(theta, rnd, k) for k in who]
             norms = [_norm(u, kind) for u in ups]
             facs = [1.0 if clip_norm is None or n <= clip_norm else clip_norm / n for n in norms]
             if measure:
@@ -157,11 +234,11 @@ def simulate(cfg, entry, log=print, device="cpu") -> dict:
                 cands = [[(t + eta * f * u).astype(t.dtype) for t, u in zip(theta, up)] for up, f in zip(ups, facs)]
                 mds = sim.probe(cands + [theta])
                 base = mds.pop()
-                for k, (n, md) in enumerate(zip(norms, mds)):
+                for k, n, md in zip(who, norms, mds):
                     recs.append({"round": rnd, "client": k, "norm": n, "md": md, "md_base": base})
             else:
-                recs.extend({"round": rnd, "client": k, "norm": n} for k, n in enumerate(norms))
-            d = [-sum(f * u[i] for f, u in zip(facs, ups)) / nh for i in range(len(theta))]  # theta - mean(theta_k)
+                recs.extend({"round": rnd, "client": k, "norm": n} for k, n in zip(who, norms))
+            d = [-sum(f * u[i] for f, u in zip(facs, ups)) / len(ups) for i in range(len(theta))]  # theta - mean(theta_k)
             v = d if v is None or mom == 0 else [mom * a + b for a, b in zip(v, d)]
             theta = [(t - lr * g).astype(t.dtype) for t, g in zip(theta, v)]
         return recs
@@ -172,7 +249,7 @@ def simulate(cfg, entry, log=print, device="cpu") -> dict:
     C = float(np.median(first)) if given is None else float(given)
     recs = trajectory(R, C, measure=True) if stat is not None else pre  # GC needs C only
     out = {"clip_norm": C, "clip_norm_median": float(np.median(first)), "clip_norm_p10": float(np.percentile(first, 10)),
-           "clip_norm_p90": float(np.percentile(first, 90)), "n_honest": nh, "rounds": R,
+           "clip_norm_p90": float(np.percentile(first, 90)), "n_honest": nh, "honest_per_round": kh, "rounds": R,
            "records": recs, "seconds": round(time.time() - t0, 1),
            "data": "burn-in training images (split.calib=0)" if sim.seen_by_burnin else
            f"the server's calibration set ({len(sim.data)} images held out of the burn-in)"}

@@ -64,6 +64,12 @@ def gpus_per_client(cfg) -> float:
 def cmd_run(args) -> int:
     from .launch import run_flwr
 
+    if args.multirun:
+        from .tables import multirun
+
+        multirun(args.overrides, quiet=args.quiet)
+        return 0
+
     cfg, path = prepare(args.overrides)
     print(f"fl-mdisc: output folder {cfg.out_dir}", flush=True)
     warm_burnin(cfg)
@@ -144,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run one simulation (flwr run) with hydra overrides, e.g. strategy=gc seed=1")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--quiet", action="store_true", help="do not stream the simulation log")
+    p.add_argument("--multirun", "-m", action="store_true",
+                   help="hydra sweep: key=a,b seed=0,1,2 runs the cartesian product as cells of one resumable sweep")
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("calibrate", help="show the server's self-calibration: C and the DGC threshold for a config")
     p.add_argument("overrides", nargs="*")
@@ -155,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] strategies=[..] protocol=..")
     p.add_argument("--stream", action="store_true", help="stream each simulation's log")
     p.set_defaults(fn=lambda a: (__import__("fl_mdisc.tables", fromlist=["x"]).table13(a.overrides, not a.stream), 0)[1])
+    p = sub.add_parser("grid", help="does DGC generalise? settings x strategies x {clean, poisoned} x seeds")
+    p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] settings=[..] strategies=[..]")
+    p.add_argument("--stream", action="store_true")
+    p.set_defaults(fn=lambda a: (__import__("fl_mdisc.grid", fromlist=["x"]).grid(a.overrides, not a.stream), 0)[1])
     p = sub.add_parser("table1", help="Table 1: the online stream (one-client federation), ST/GC/AT/DSC")
     p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] methods=[..]")
     p.add_argument("--stream", action="store_true")

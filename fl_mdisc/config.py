@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from .errors import ConfigError
 
 STRATEGIES = ("st", "gc", "dgc", "median", "trimmed_mean", "multikrum")
+PARTITIONS = ("iid", "dirichlet", "pathological")
 ATTACKS = ("none", "accumulative", "stream_poison", "lambda_update", "nan", "shape", "scale", "crash")
 DEFENSES = ("none", "dsc", "at")
 DATASETS = ("cifar10", "mnist")
@@ -105,11 +106,17 @@ def resolve_defaults(cfg: DictConfig) -> None:
             s.tau = cfg.calib.get("tau")
         if s.get("statistic", "absolute") == "cohort" and s.mu is None:
             s.mu, s.tau = float(s.get("cohort_z", 3.0)), 0.0  # the z cut needs no fit
+    if cfg.fed.get("malicious_fraction") is not None and not isinstance(cfg.fed.malicious_fraction, bool) \
+            and isinstance(cfg.fed.malicious_fraction, (int, float)) and isinstance(cfg.fed.num_clients, int):
+        cfg.fed.num_malicious = int(round(float(cfg.fed.malicious_fraction) * int(cfg.fed.num_clients)))
     if s.name == "multikrum":
+        # Krum's f is per round: the attackers expected among the K participants (all f when K = N)
+        n, k = int(cfg.fed.num_clients), cfg.fed.get("clients_per_round")
+        k = n if k is None else int(k)
         if s.get("num_malicious") is None:
-            s.num_malicious = cfg.fed.num_malicious
+            s.num_malicious = int(math.ceil(int(cfg.fed.num_malicious) * k / n)) if n else 0
         if s.get("num_to_select") is None:
-            s.num_to_select = max(1, cfg.fed.num_clients - s.num_malicious)
+            s.num_to_select = max(1, k - s.num_malicious)
     if cfg.attack.name == "lambda_update" and cfg.attack.get("lam") is None:
         cfg.attack.lam = cfg.calib.lam
     if cfg.attack.name == "lambda_update" and cfg.attack.get("norm_multiple") is None:
@@ -167,11 +174,18 @@ def validate(cfg: DictConfig) -> None:
     _num(cfg, "fed.server_momentum", 0, 0.999)
     _num(cfg, "fed.dirichlet_alpha", 0, lo_open=True)
     _num(cfg, "fed.round_timeout", 1)
-    if cfg.fed.partition not in ("iid", "dirichlet"):
-        raise ConfigError(f"unknown fed.partition '{cfg.fed.partition}'; choose iid or dirichlet")
+    if cfg.fed.partition not in PARTITIONS:
+        raise ConfigError(f"unknown fed.partition '{cfg.fed.partition}'; choose one of {list(PARTITIONS)}")
+    if cfg.fed.partition == "pathological":
+        _num(cfg, "fed.classes_per_client", 1, integer=True)
+    _num(cfg, "fed.min_partition_size", 1, integer=True, allow_none=True)
     n, f = int(cfg.fed.num_clients), int(cfg.fed.num_malicious)
+    _num(cfg, "fed.clients_per_round", 1, n, integer=True, allow_none=True)
+    _num(cfg, "fed.malicious_fraction", 0, 1, allow_none=True)
     if f > n:
         raise ConfigError(f"fed.num_malicious={f} exceeds fed.num_clients={n}; lower num_malicious or add clients")
+    if cfg.fed.get("attacker_data", "partition") not in ("partition", "pool"):
+        raise ConfigError(f"unknown fed.attacker_data '{cfg.fed.attacker_data}'; choose partition or pool")
     if cfg.attack.name not in ("none", "stream_poison") and f == 0:
         raise ConfigError(f"attack={cfg.attack.name} needs fed.num_malicious >= 1 (or attack=none)")
     if cfg.attack.name == "stream_poison":
@@ -207,6 +221,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.strategy.name in ("gc", "dgc"):
         _num(cfg, "strategy.clip_norm", 0, lo_open=True, allow_none=True)
         _num(cfg, "strategy.calib_rounds", 10, integer=True, allow_none=True)
+        _num(cfg, "strategy.calib_updates", 1, integer=True, allow_none=True)
         if cfg.strategy.get("norm", "l2") not in ("l2", "linf"):
             raise ConfigError(f"unknown strategy.norm '{cfg.strategy.norm}'; choose l2 or linf")
     if cfg.strategy.name == "dgc":

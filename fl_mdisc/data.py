@@ -159,39 +159,64 @@ def split_of(cfg, n_train: int) -> Split:
 
 
 def partition_pool(pool: np.ndarray, labels: np.ndarray, num_partitions: int, method: str = "iid",
-                   alpha: float = 0.5, seed: int = 0) -> list[np.ndarray]:
-    """Partition the pool among clients: IID (even split of the pool shuffled by ``seed``) or Dirichlet(alpha)
-    by label. Dirichlet uses flwr-datasets' ``DirichletPartitioner`` (seeded by ``seed``) on the pool's labels.
+                   alpha: float = 0.5, seed: int = 0, min_size: int = 0, classes_per_client: int = 2) -> list[np.ndarray]:
+    """Partition the pool among clients, through flwr-datasets' partitioners where they exist.
+
+    * ``iid``: an even split of the pool shuffled by ``seed`` (flwr-datasets' IidPartitioner takes contiguous
+      shards without a seed, so the shuffle is ours);
+    * ``dirichlet``: ``DirichletPartitioner(alpha)`` by label (Hsu et al. 2019), seeded by ``seed``; it redraws (up to
+      10 times) until every partition holds at least ``min_size`` images;
+    * ``pathological``: ``PathologicalPartitioner`` with ``classes_per_client`` classes per client (McMahan et al.
+      2017's k-classes split), classes drawn at random by ``seed``.
     """
+    if num_partitions > len(pool):
+        raise DataError(f"{num_partitions} clients but only {len(pool)} pool images; use fewer clients or a smaller "
+                        "split.burnin")
     if method == "iid":
         parts = np.array_split(np.random.default_rng([seed, 6151]).permutation(pool), num_partitions)
-    elif method == "dirichlet":
+    elif method in ("dirichlet", "pathological"):
         from datasets import Dataset
-        from flwr_datasets.partitioner import DirichletPartitioner
+        from flwr_datasets.partitioner import DirichletPartitioner, PathologicalPartitioner
 
-        part = DirichletPartitioner(num_partitions=num_partitions, partition_by="label", alpha=alpha,
-                                    min_partition_size=0, self_balancing=False, seed=seed)
+        if method == "dirichlet":
+            part = DirichletPartitioner(num_partitions=num_partitions, partition_by="label", alpha=alpha,
+                                        min_partition_size=int(min_size), self_balancing=False, seed=seed)
+        else:
+            part = PathologicalPartitioner(num_partitions=num_partitions, partition_by="label",
+                                           num_classes_per_partition=int(classes_per_client),
+                                           class_assignment_mode="random", shuffle=True, seed=seed)
         part.dataset = Dataset.from_dict({"label": labels[pool].tolist(), "idx": pool.tolist()})
-        parts = [np.asarray(part.load_partition(i)["idx"], dtype=np.int64) for i in range(num_partitions)]
+        try:
+            parts = [np.asarray(part.load_partition(i)["idx"], dtype=np.int64) for i in range(num_partitions)]
+        except ValueError as exc:
+            raise DataError(f"{method} partitioning of {len(pool)} images into {num_partitions} clients failed ({exc}); "
+                            "use fewer clients, a larger alpha or a smaller fed.min_partition_size") from None
     else:
-        raise DataError(f"unknown partition method {method!r}; choose iid or dirichlet")
-    return [np.asarray(p, dtype=np.int64) for p in parts]
+        raise DataError(f"unknown partition method {method!r}; choose iid, dirichlet or pathological")
+    parts = [np.asarray(p, dtype=np.int64) for p in parts]
+    empty = [i for i, p in enumerate(parts) if len(p) == 0]
+    if empty:
+        raise DataError(f"{method} partitioning left client(s) {empty[:5]} without data; use fewer clients, "
+                        "a larger alpha or more classes per client")
+    return parts
 
 
 def stream_batch(indices: np.ndarray, batch_size: int, seed: int, partition_id: int, step: int) -> np.ndarray:
     """The ``step``-th (0-based) batch of a partition's stream.
 
     Batches within one pass are disjoint (a pass is one permutation of the partition, drawn from
-    (seed, partition_id, pass)); the remainder that does not fill a batch waits for the next pass.
+    (seed, partition_id, pass)); the remainder that does not fill a batch waits for the next pass. A partition
+    smaller than one batch (non-IID splits, large federations) sends its whole partition, reshuffled, as its
+    batch: one batch per pass (FedAvg weighs it by its size).
     """
     n = len(indices)
-    if n < batch_size:
-        raise DataError(f"partition {partition_id} has {n} samples, fewer than one batch of {batch_size}; "
-                        "use fewer clients or a smaller fed.batch_size")
-    per_pass = n // batch_size
+    if n == 0:
+        raise DataError(f"partition {partition_id} is empty; use fewer clients or another partition")
+    bs = min(int(batch_size), n)
+    per_pass = n // bs
     pas, pos = divmod(step, per_pass)
     perm = np.random.default_rng([seed, partition_id, pas, 7919]).permutation(n)
-    return indices[perm[pos * batch_size: (pos + 1) * batch_size]]
+    return indices[perm[pos * bs: (pos + 1) * bs]]
 
 
 def attacker_split(indices: np.ndarray, val_size: int, trigger_size: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -199,6 +224,6 @@ def attacker_split(indices: np.ndarray, val_size: int, trigger_size: int, seed: 
     need = val_size + trigger_size + 1
     if len(indices) < need:
         raise DataError(f"the attacker's partition has {len(indices)} samples; it needs at least {need} "
-                        "(attack.val_size + attack.trigger_size + a stream); use fewer clients")
+                        "(attack.val_size + attack.trigger_size + a stream); use fewer clients or fed.attacker_data=pool")
     perm = np.random.default_rng([seed, 104729]).permutation(indices)
     return perm[:val_size], perm[val_size: val_size + trigger_size], perm[val_size + trigger_size:]

@@ -50,6 +50,21 @@ def accuracy_at(metrics: list[dict], steps: list[int]) -> list[float | None]:
     return [acc.get(s) for s in steps]
 
 
+def report_steps(R: int, eval_every: int, columns: int = 5) -> list[int]:
+    """The step columns of a table of R rounds: round min(10, R) and R*k/columns, each moved down to the nearest
+    round the run evaluates (a multiple of ``eval_every``, or R itself), so a column is never a round without a
+    measurement (an 8-client table once printed "-" in four of six columns: steps 12, 24, ... against evaluations
+    every 10 rounds)."""
+    R, e = int(R), int(eval_every)
+    evaluated = sorted({r for r in range(1, R + 1) if r % e == 0} | {R})
+
+    def snap(s: int) -> int:
+        below = [r for r in evaluated if r <= s]
+        return below[-1] if below else evaluated[0]
+
+    return sorted({snap(min(10, R))} | {snap(R * k // columns) for k in range(1, columns + 1)})
+
+
 def aggregate_cells(runs: list[dict], steps: list[int]) -> list[dict]:
     """runs: [{scenario, strategy, seed, metrics}] -> cells with mean/std per step over seeds."""
     groups: dict[tuple, list] = {}

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from .errors import ConfigError, FlMdiscError
 from .report import (aggregate_cells, detection, paper_table13, plot_md_hist, plot_table13, read_jsonl,
-                     write_table13)
+                     report_steps, write_table13)
 
 SCENARIO_ATTACK = {"clean": "none"}
 
@@ -46,13 +46,19 @@ CELL_KEYS = ("preset_name", "protocol", "seed", "num_rounds", "trigger", "datase
              "strategy.mu", "strategy.tau", "strategy.norm", "strategy.statistic", "strategy.target_fpr", "attack.name",
              "attack.lam", "attack.norm_multiple", "attack.norm_ref", "attack.stealth_drop", "attack.trigger_scale",
              "defense.name", "burnin.seed")
+CELL_KEYS += ("fed.clients_per_round", "fed.partition", "fed.dirichlet_alpha", "fed.classes_per_client",
+              "fed.local_steps", "fed.client_lr", "fed.server_momentum", "fed.attacker_data", "fed.batch_size")
 FITTED_KEYS = ("strategy.clip_norm", "strategy.mu", "strategy.tau")  # null asks for the run's own calibration
+# keys added after cells were recorded: a recorded config without them ran with these values
+LATER_KEYS = {"fed.attacker_data": "partition", "fed.classes_per_client": 2}
 
 
 def _key(cfg, dotted: str):
     from omegaconf import OmegaConf
 
     v = OmegaConf.select(cfg, dotted, default=None)
+    if v is None and dotted in LATER_KEYS:
+        return LATER_KEYS[dotted]
     return "clip" if v is None and dotted == "strategy.mode" and cfg.strategy.name == "dgc" else v
 
 
@@ -163,7 +169,8 @@ def table13(overrides: list[str], quiet: bool = True) -> dict:
     if _get(rest, "num_rounds") is None:
         rest.append(f"num_rounds={default_table13_rounds(base)}")
     R = int(_get(rest, "num_rounds"))
-    steps = sorted({min(10, R)} | {R * k // 5 for k in range(1, 6)})
+    eval_every = int(_get(rest, "eval_every") or base.eval_every)
+    steps = report_steps(R, eval_every)
     cells = []
     for scen in scenarios:
         for strat in strategies:
@@ -252,4 +259,70 @@ def table1(overrides: list[str], quiet: bool = True) -> dict:
     plot_md_stream([r for r in runs if r["scenario"] == "poisoned" and r["method"] == "st"], out / "md_stream.png")
     print((out / "table1.md").read_text())
     print(f"fl-mdisc: table1 written to {out}")
+    return doc
+
+
+def expand_sweep(overrides: list[str]) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """Hydra's sweep syntax, parsed by hydra's own override parser: ``key=a,b`` (and ``range(..)``, ``choice(..)``)
+    become sweep dimensions; the rest stays fixed. Returns (fixed overrides, [(key, values), ...])."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        raise ConfigError(f"cannot parse the overrides ({exc}); write key=value or key=a,b,c for a sweep") from None
+    fixed, dims = [], []
+    for raw, o in zip(overrides, parsed):
+        if o.is_sweep_override():
+            dims.append((o.get_key_element(), [str(v) for v in o.sweep_string_iterator()]))
+        else:
+            fixed.append(raw)
+    return fixed, dims
+
+
+def multirun(overrides: list[str], quiet: bool = True) -> dict:
+    """``fl-mdisc run --multirun k=a,b seed=0,1,2 ...``: the cartesian product as cells of one sweep (hydra's basic
+    sweeper semantics), complete cells skipped, progress shown, one summary table at the end
+    (``multirun.{md,json}`` in ``out_dir``)."""
+    import itertools
+
+    from .config import compose
+
+    fixed, dims = expand_sweep(overrides)
+    if not dims:
+        raise ConfigError("--multirun needs at least one swept key, e.g. strategy=gc,dgc seed=0,1,2")
+    rest = [o for o in fixed if not o.startswith("out_dir=")]
+    base = compose(rest)
+    out = Path(_get(fixed, "out_dir") or f"outputs/multirun-{base.preset_name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    cells = []
+    for combo in itertools.product(*[vals for _k, vals in dims]):
+        sets = [f"{k}={v}" for (k, _vals), v in zip(dims, combo)]
+        name = "-".join(f"{k.split('.')[-1]}={v}" for (k, _vals), v in zip(dims, combo)).replace("/", "_")
+        cells.append({"name": name, "values": dict(zip([k for k, _ in dims], combo)), "out_dir": str(out / "cells" / name),
+                      "overrides": rest + sets, "seed": 0, "scenario": "", "strategy": ""})
+    for c in cells:  # every combination is a valid config before the first one starts
+        compose(c["overrides"])
+    run_cells(cells, quiet)
+    rows = []
+    for c in cells:
+        s = load_run(c)["summary"]
+        det = s.get("detection") or {}
+        rows.append({**c["values"], "mean_accuracy": s.get("mean_accuracy"), "accuracy_final": s.get("accuracy_final"),
+                     "trigger_drop": s.get("trigger_drop"), "precision": det.get("precision"), "recall": det.get("recall"),
+                     "out_dir": c["out_dir"]})
+    keys = [k for k, _ in dims]
+    cols = ["mean_accuracy", "accuracy_final", "trigger_drop", "precision", "recall"]
+    lines = [f"# fl-mdisc multirun ({len(cells)} cells)", "", f"Fixed: `{' '.join(fixed) or '(defaults)'}`", "",
+             "| " + " | ".join(keys + cols) + " |", "|" + "---|" * (len(keys) + len(cols))]
+    for r in rows:
+        lines.append("| " + " | ".join([str(r[k]) for k in keys]
+                                       + ["–" if r[c] is None else f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c])
+                                          for c in cols]) + " |")
+    doc = {"fixed": fixed, "sweep": dict(dims), "rows": rows}
+    (out / "multirun.json").write_text(json.dumps(doc, indent=1))
+    (out / "multirun.md").write_text("\n".join(lines) + "\n")
+    print((out / "multirun.md").read_text())
+    print(f"fl-mdisc: multirun written to {out}")
     return doc

@@ -1,4 +1,8 @@
-"""Build the server strategy chain from the config: ServerSGD(ReplyValidator([GC|DGC](base)))."""
+"""Build the server strategy chain from the config:
+ServerSGD(ReplyValidator([GC|DGC](SampledParticipation(base)))).
+
+The base is a Flower strategy (FedAvg, FedMedian, FedTrimmedAvg, MultiKrum) used for its aggregation only; which
+clients take part is decided by SampledParticipation (reproducible K of N: fl_mdisc/sampling.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg, MultiKrum
 
 from .dgc import DiscrepancyAwareClipping
 from .gc import GradientClipping
+from .sampling import SampledParticipation
 from .server_opt import ServerSGD
 from .validate import ReplyValidator
 
@@ -27,9 +32,12 @@ def build_base(cfg):
     raise ValueError(f"unknown strategy {name!r}")
 
 
-def build_strategy(cfg, probe_md=None, set_hist=None):
-    """Return (outer strategy, clipping wrapper or None, validator)."""
-    inner = build_base(cfg)
+def build_strategy(cfg, probe_md=None, set_hist=None, malicious=()):
+    """Return (outer strategy, clipping wrapper or None, validator); ``outer.sampler`` is the sampling wrapper."""
+    from fl_mdisc.sampling import participants
+
+    sampler = SampledParticipation(build_base(cfg), lambda rnd, phase: participants(cfg, rnd, phase, malicious))
+    inner = sampler
     clip = None
     s = cfg.strategy
     missing = [k for k in (("clip_norm",) if s.name == "gc" else ("clip_norm", "mu", "tau") if s.name == "dgc" else ())
@@ -47,4 +55,5 @@ def build_strategy(cfg, probe_md=None, set_hist=None):
             statistic=str(s.get("statistic", "absolute")), norm=str(s.get("norm", "l2")))
     validator = ReplyValidator(inner)
     outer = ServerSGD(validator, lr=float(cfg.fed.server_lr), momentum=float(cfg.fed.server_momentum))
+    outer.sampler = sampler
     return outer, clip, validator

@@ -1,10 +1,12 @@
 """The ServerApp: burn-in (or cache hit) -> R accumulative rounds -> optional trigger round.
 
-Data flow per round: config + global model -> clients (stream batch -> optional correction -> update) ->
-strategy chain ServerSGD(ReplyValidator([GC|DGC](aggregator))) -> new global model -> centralised test
+At start the server asks every SuperNode for its partition id (node id -> partition id, used to sample and to
+bind replies to their senders). Data flow per round: K of N partitions drawn from (seed, round)
+(fl_mdisc/sampling.py) -> config + global model -> those clients (stream batch -> optional correction -> update) ->
+strategy chain ServerSGD(ReplyValidator([GC|DGC](SampledParticipation(aggregator)))) -> new global model -> centralised test
 accuracy every ``eval_every`` rounds on the full test set. Outputs in ``out_dir``: ``config.yaml`` (resolved),
 ``metrics.jsonl`` (one object per evaluated round: ``round``, ``accuracy`` in percent, ...),
-``rounds.jsonl`` (per round: per-client norm/MD/bound/flag, DSC counts, drops, failures),
+``rounds.jsonl`` (per round: who was sampled, per-client norm/MD/bound/flag, DSC counts, drops, failures),
 ``calibration.json`` (burn-in and thresholds in force), ``checkpoint.pt`` (resume) and ``summary.json``.
 """
 
@@ -29,10 +31,12 @@ from fl_mdisc.data import to_float
 from fl_mdisc.errors import ConfigError, FlMdiscError
 from fl_mdisc.experiment import make_plan
 from fl_mdisc.md import ProbeMD
+from fl_mdisc.sampling import clients_per_round
 from fl_mdisc.models import get_params
 from fl_mdisc.train import evaluate, pick_device
 
 from .factory import build_strategy
+from .sampling import learn_partition_ids
 
 app = ServerApp()
 
@@ -137,7 +141,7 @@ def run(grid: Grid, run_config: dict) -> dict:
         probe_x = to_float(plan.ds.x_train[plan.split.probe[: int(cfg.strategy.probe_size)]]).to(dev)
         prober = ProbeMD(load_model(cfg, entry["start"], entry["start_sha"], dev), probe_x, get_params(hist_model))
         probe_md, set_hist = prober, prober.set_hist
-    strategy, clip, validator = build_strategy(cfg, probe_md=probe_md, set_hist=set_hist)
+    strategy, clip, validator = build_strategy(cfg, probe_md=probe_md, set_hist=set_hist, malicious=plan.malicious)
 
     arrays = ArrayRecord(get_params(model))
     start_round, monitor_round, done = 1, None, False
@@ -163,7 +167,13 @@ def run(grid: Grid, run_config: dict) -> dict:
     rounds_rec = Recorder(out / "rounds.jsonl", keep)
     timing_rec = Recorder(out / "timing.jsonl", keep)
 
-    wait_for_nodes(grid, n)
+    node_ids = wait_for_nodes(grid, n)
+    t_map = time.time()
+    node_to_pid = learn_partition_ids(grid, node_ids, n, timeout=float(cfg.fed.round_timeout))
+    strategy.sampler.set_nodes(node_to_pid)
+    validator.node_to_pid = node_to_pid
+    k = clients_per_round(cfg)
+    _say(f"{n} SuperNodes mapped to their partition ids in {time.time() - t_map:.1f}s; {k} of {n} clients per round")
     base_conf = {
         "cfg-json": to_json(cfg), "start-path": entry["start"], "start-sha": entry["start_sha"],
         "hist-path": entry["hist"], "hist-sha": entry["hist_sha"], "dsc-mu": float(dsc_mu), "dsc-tau": float(dsc_tau),
@@ -203,7 +213,8 @@ def run(grid: Grid, run_config: dict) -> dict:
         else:
             _say(f"round {rnd}: no valid reply; the global model is unchanged")
         row = _round_row(rnd, phase, replies, clip, validator, plan, failures, new_arrays is None)
-        row["missing"] = n - len(replies)  # timed out: no reply at all
+        row["sampled"] = list(strategy.sampler.sampled)
+        row["missing"] = len(strategy.sampler.sampled) - len(replies)  # timed out: no reply at all
         rounds_rec.write(row)
         timing_rec.write({"round": rnd, "seconds": round(time.time() - t0, 3), "clients": _client_seconds(replies)})
         if not accumulate or rnd % int(cfg.eval_every) == 0 or rnd == R or drop is not None:
@@ -287,6 +298,7 @@ def summarize(metrics: list[dict], rounds: list[dict], cfg) -> dict:
          "accuracy_start": acc.get(0), "accuracy_final": acc.get(R),
          "mean_accuracy": round(float(np.mean([v for k, v in acc.items() if 1 <= k <= R])), 4) if any(1 <= k <= R for k in acc) else None,
          "dropped_replies": sum(len(r["dropped"]) for r in rounds), "failures": sum(r["failures"] for r in rounds),
+         "spoofed_replies": sum(1 for r in rounds for d in r["dropped"] if d.get("spoofed")),
          "missing_replies": sum(r.get("missing", 0) for r in rounds),
          "unchanged_rounds": sum(1 for r in rounds if r.get("unchanged"))}
     s["last_round"] = R

@@ -5,6 +5,12 @@ partition id and reason) when it is an error reply, lacks exactly one ArrayRecor
 ``partition-id`` or a finite positive ``num-examples`` (at most ``max_examples``), has the wrong number,
 shapes or dtypes of arrays, or holds NaN/Inf. Absurd norms are left to the clipping in force (GC/DGC).
 Valid replies are sorted by partition id so that aggregation is deterministic.
+
+Identity: once the server knows node id -> partition id (``node_to_pid``, learnt at start from each node's own
+configuration: :func:`strategies.sampling.learn_partition_ids`), a reply is also dropped when its sender was not
+sent a training message this round, when it repeats a sender already received, or when the ``partition-id`` it
+claims differs from its sender's (``spoofed``: without this a malicious client could have its update logged,
+scored and attributed as an honest client's).
 """
 
 from __future__ import annotations
@@ -53,20 +59,48 @@ class ReplyValidator(StrategyWrapper):
         self.max_examples = max_examples
         self.dropped: list[dict] = []
         self.extra_metrics: dict[int, dict] = {}
+        self.node_to_pid: dict[int, int] | None = None  # set by the ServerApp; None: no identity check (unit use)
+        self.expected: set[int] = set()
+
+    def configure_train(self, server_round, arrays, config, grid):
+        msgs = list(super().configure_train(server_round, arrays, config, grid))
+        self.expected = {int(m.metadata.dst_node_id) for m in msgs}
+        return msgs
+
+    def identity_problem(self, msg: Message, seen: set[int]) -> str | None:
+        """None when the reply comes from a node sent a message this round, once, claiming its own partition."""
+        if self.node_to_pid is None:
+            return None
+        src = int(msg.metadata.src_node_id)
+        if src not in self.node_to_pid or (self.expected and src not in self.expected):
+            return f"node {src} was not sampled this round"
+        if src in seen:
+            return f"duplicate reply from node {src}"
+        if not msg.has_error() and len(msg.content.metric_records) == 1:
+            claimed = next(iter(msg.content.metric_records.values())).get("partition-id")
+            if claimed is not None and int(claimed) != self.node_to_pid[src]:
+                return f"spoofed: claims partition {int(claimed)} but its node is partition {self.node_to_pid[src]}"
+        return None
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         self.dropped = []
         self.extra_metrics = {}
         valid = []
+        seen: set[int] = set()
         for msg in replies:
-            reason = check_reply(msg, self.current_arrays, self.max_examples)
+            reason = self.identity_problem(msg, seen) or check_reply(msg, self.current_arrays, self.max_examples)
+            if self.node_to_pid is not None:
+                seen.add(int(msg.metadata.src_node_id))
             if reason is None:
                 valid.append(msg)
             else:
                 pid = -1
-                if not msg.has_error() and len(msg.content.metric_records) == 1:
+                if self.node_to_pid is not None and int(msg.metadata.src_node_id) in self.node_to_pid:
+                    pid = self.node_to_pid[int(msg.metadata.src_node_id)]  # the sender's own partition
+                elif not msg.has_error() and len(msg.content.metric_records) == 1:
                     pid = int(next(iter(msg.content.metric_records.values())).get("partition-id", -1))
-                self.dropped.append({"partition-id": pid, "reason": reason})
+                self.dropped.append({"partition-id": pid, "reason": reason,
+                                     **({"spoofed": True} if reason.startswith("spoofed") else {})})
         valid.sort(key=lambda m: int(next(iter(m.content.metric_records.values()))["partition-id"]))
         if not valid:
             return None, None

@@ -50,8 +50,10 @@ class TestStream:
         assert not np.array_equal(a, stream_batch(part, 50, 0, 2, 3))
 
     def test_partition_smaller_than_batch(self):
-        with pytest.raises(DataError, match="fewer than one batch"):
-            stream_batch(np.arange(10), 100, 0, 0, 0)
+        small = stream_batch(np.arange(10), 100, 0, 0, 0)  # smaller than a batch: the whole partition, reshuffled
+        assert sorted(small) == list(range(10)) and not np.array_equal(small, stream_batch(np.arange(10), 100, 0, 0, 1))
+        with pytest.raises(DataError, match="empty"):
+            stream_batch(np.arange(0), 100, 0, 0, 0)
 
 
 class TestSplitAndPartitions:

@@ -126,3 +126,41 @@ def test_table13_default_length_per_protocol():
     assert default_table13_rounds(compose(["preset=cpu", "protocol=federated"])) == 100
     assert default_table13_rounds(compose(["preset=paper", "protocol=federated"])) == 500
     assert default_table13_rounds(compose(["preset=cpu", "tables.table13_rounds=30"])) == 30
+
+
+class TestReportSteps:
+    @pytest.mark.parametrize("R,every", [(60, 10), (100, 10), (50, 10), (7, 3), (200, 25), (30, 1)])
+    def test_never_a_step_that_was_not_evaluated(self, R, every):
+        from fl_mdisc.report import report_steps
+
+        steps = report_steps(R, every)
+        evaluated = {r for r in range(1, R + 1) if r % every == 0} | {R}
+        assert set(steps) <= evaluated and R in steps and steps == sorted(set(steps))
+
+    def test_the_old_columns_where_they_were_evaluated(self):
+        from fl_mdisc.report import report_steps
+
+        assert report_steps(100, 10) == [10, 20, 40, 60, 80, 100]
+        assert report_steps(60, 10) == [10, 20, 30, 40, 60]  # 12, 24, 36, 48 were never evaluated
+
+
+class TestGridSummary:
+    def test_flag_rates_and_rows(self):
+        from fl_mdisc.grid import flag_rates, summarise
+
+        rounds = [{"phase": "accumulate", "clients": [{"malicious": False, "flagged": True}, {"malicious": False, "flagged": False},
+                                                      {"malicious": True, "flagged": True}]},
+                  {"phase": "trigger", "clients": [{"malicious": True, "flagged": False}]}]
+        assert flag_rates(rounds) == {"honest": 2, "honest_flagged": 1, "malicious": 1, "malicious_flagged": 1}
+        runs = [{"setting": "a", "strategy": "dgc", "scenario": sc, "seed": s, "rounds": rounds,
+                 "summary": {"mean_accuracy": 70.0 + s, "trigger_drop": 1.0}} for sc in ("clean", "poisoned") for s in (0, 1)]
+        row = summarise(runs)[0]
+        assert row["clean_mean"] == 70.5 and row["clean_std"] == 0.5 and row["clean_honest_fpr"] == 0.5
+        assert row["recall"] == 1.0 and row["trigger_drop"] == 1.0
+
+
+def test_multirun_expands_hydra_sweep_syntax():
+    from fl_mdisc.tables import expand_sweep
+
+    fixed, dims = expand_sweep(["strategy=gc,dgc", "seed=0,1,2", "fed.num_clients=5"])
+    assert fixed == ["fed.num_clients=5"] and dims == [("strategy", ["gc", "dgc"]), ("seed", ["0", "1", "2"])]

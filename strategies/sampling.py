@@ -1,0 +1,81 @@
+"""Reproducible client sampling for any Flower strategy, and the node id -> partition id map it samples by.
+
+``SampledParticipation`` replaces the sampling step of the strategy it wraps (FedAvg and its subclasses:
+FedMedian, FedTrimmedAvg, MultiKrum): round r sends the global model to the nodes of the partition ids drawn by
+:func:`fl_mdisc.sampling.participants` (a pure function of seed, round, N, K), with the same message content
+FedAvg builds (``arrays``, ``config`` with ``server-round``). Aggregation is the wrapped strategy's, unchanged.
+Flower's own ``sample_nodes`` is not reproducible (random node ids, module-global ``random`` shared with a
+heartbeat thread): see :mod:`fl_mdisc.sampling`.
+
+``learn_partition_ids`` asks every node once, at start, for its partition id (the ClientApp's ``query`` answers
+with ``context.node_config["partition-id"]``, the node's own configuration), and checks that the answers are
+exactly 0..N-1, each once. The ReplyValidator then binds every train reply to the partition of its sender.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from fl_mdisc.errors import ConfigError
+
+from .base import StrategyWrapper
+
+
+def learn_partition_ids(grid: Grid, node_ids: list[int], n: int, timeout: float = 120.0,
+                        chunk: int = 50) -> dict[int, int]:
+    """node id -> partition id, from one ``query`` message per node; one clear error if the federation is wrong.
+
+    Sent in chunks of ``chunk`` nodes: the simulation's dispatcher scans every stored message for every node each
+    0.1 s (O(nodes x pending messages), ../shared/notes/flower-1.42-scaleout.md 3.3), so 1,000 queries at once
+    would stall it."""
+    t0 = time.time()
+    replies = []
+    for i in range(0, len(node_ids), chunk):
+        msgs = [Message(RecordDict({"config": ConfigRecord({"ask": "partition-id"})}), dst_node_id=nid,
+                        message_type=MessageType.QUERY) for nid in node_ids[i: i + chunk]]
+        replies += list(grid.send_and_receive(msgs, timeout=timeout))
+    mapping: dict[int, int] = {}
+    bad = []
+    for r in replies:
+        if r.has_error() or len(r.content.metric_records) != 1:
+            bad.append(f"node {r.metadata.src_node_id}: {r.error.reason if r.has_error() else 'no metrics'}")
+            continue
+        met = next(iter(r.content.metric_records.values()))
+        mapping[int(r.metadata.src_node_id)] = int(met.get("partition-id", -1))
+    pids = sorted(mapping.values())
+    if bad or len(mapping) != len(node_ids) or pids != list(range(n)):
+        raise ConfigError(f"the SuperNodes' partition ids are not exactly 0..{n - 1} once each (got {len(mapping)} "
+                          f"answers of {len(node_ids)} nodes in {time.time() - t0:.0f}s{'; ' + '; '.join(bad[:3]) if bad else ''}); "
+                          f"start node i with --node-config \"partition-id=i num-partitions={n}\"")
+    return mapping
+
+
+class SampledParticipation(StrategyWrapper):
+    """Send round r's training messages to the partitions ``draw(r, phase)`` returns; aggregate as the inner
+    strategy does."""
+
+    def __init__(self, strategy, draw: Callable[[int, str], tuple[int, ...]]) -> None:
+        super().__init__(strategy)
+        self.draw = draw
+        self.node_of: dict[int, int] = {}  # partition id -> node id
+        self.sampled: tuple[int, ...] = ()
+        self.phase = "accumulate"
+
+    def set_nodes(self, node_to_pid: dict[int, int]) -> None:
+        self.node_of = {pid: nid for nid, pid in node_to_pid.items()}
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self.current_arrays = arrays.to_numpy_ndarrays()
+        if not self.node_of:
+            raise RuntimeError("SampledParticipation needs set_nodes() (node id -> partition id) before round 1")
+        phase = str(config["phase"]) if "phase" in config else "accumulate"
+        self.sampled = tuple(self.draw(server_round, phase))
+        config["server-round"] = server_round
+        record = RecordDict({"arrays": arrays, "config": config})
+        return [Message(content=record, message_type=MessageType.TRAIN, dst_node_id=self.node_of[pid])
+                for pid in self.sampled]
