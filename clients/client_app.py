@@ -28,7 +28,7 @@ def train(msg: Message, context: Context) -> Message:
     plan = runtime.plan(cfg_json)
     fn = train_malicious if pid in plan.malicious else train_honest
     new, metrics = fn(cfg_json, params, conf, pid)
-    metrics["partition-id"] = pid
+    metrics.setdefault("partition-id", pid)  # a malicious client may lie (attack=spoof); the server checks it
     content = RecordDict({"arrays": ArrayRecord(new), "metrics": MetricRecord(metrics)})
     return Message(content, reply_to=msg)
 

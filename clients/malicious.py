@@ -18,7 +18,8 @@
   the server momentum's run-away) and pushes again once the model recovers.
 * ``crash``: the client raises (Flower turns it into an error reply; the round goes on without it).
 * ``nan`` / ``shape`` / ``scale``: hostile replies (NaN values, a missing array, an honest update times
-  ``factor``) that exercise the server's validation and clipping.
+  ``factor``) that exercise the server's validation and clipping; ``spoof``: an honest update times ``factor`` sent
+  under another client's partition id (``claim``), which the server must drop and count.
 
 Its validation and trigger data are its own partition's samples, disjoint from the evaluation test set.
 """
@@ -47,7 +48,7 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
     a = cfg.attack
     if a.name == "crash":
         raise RuntimeError(f"simulated client failure in partition {pid} (attack=crash)")
-    if a.name in ("nan", "shape", "scale"):
+    if a.name in ("nan", "shape", "scale", "spoof"):
         new, metrics = train_honest(cfg_json, params, conf, pid)
         if a.name == "nan":
             new[0] = np.full_like(new[0], np.nan)
@@ -55,6 +56,8 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
             new = new[:-1]
         else:
             new = [p + float(a.factor) * (n - p) for p, n in zip(params, new)]
+        if a.name == "spoof":
+            metrics["partition-id"] = int(a.claim)  # lies about who it is (the server binds replies to senders)
         metrics["poisoned"] = 1
         return new, metrics
     plan = runtime.plan(cfg_json)

@@ -20,7 +20,7 @@ from .errors import ConfigError
 
 STRATEGIES = ("st", "gc", "dgc", "median", "trimmed_mean", "multikrum")
 PARTITIONS = ("iid", "dirichlet", "pathological")
-ATTACKS = ("none", "accumulative", "stream_poison", "lambda_update", "nan", "shape", "scale", "crash")
+ATTACKS = ("none", "accumulative", "stream_poison", "lambda_update", "nan", "shape", "scale", "spoof", "crash")
 DEFENSES = ("none", "dsc", "at")
 DATASETS = ("cifar10", "mnist")
 MODELS = ("small_cnn", "resnet18")
@@ -207,8 +207,10 @@ def validate(cfg: DictConfig) -> None:
         _num(cfg, "attack.stealth_drop", 0, 100, lo_open=True, allow_none=True)
         if cfg.attack.get("norm_ref", "start") not in ("start", "round", "lambda"):
             raise ConfigError(f"unknown attack.norm_ref '{cfg.attack.norm_ref}'; choose start, round or lambda")
-    if cfg.attack.name == "scale":
+    if cfg.attack.name in ("scale", "spoof"):
         _num(cfg, "attack.factor", 0)
+    if cfg.attack.name == "spoof":
+        _num(cfg, "attack.claim", 0, n - 1, integer=True)
     if cfg.defense.name in ("dsc", "at"):
         _num(cfg, "defense.eps", 0, 1, lo_open=True)
         _num(cfg, "defense.step_size", 0, 1, lo_open=True)

@@ -30,7 +30,7 @@ from .config import config_hash
 from .data import ArrayDataset, Split, attacker_split, load_dataset, partition_pool, split_of
 from .errors import DataError
 
-MALICIOUS_ATTACKS = ("accumulative", "lambda_update", "nan", "shape", "scale", "crash")
+MALICIOUS_ATTACKS = ("accumulative", "lambda_update", "nan", "shape", "scale", "spoof", "crash")
 
 
 @dataclass

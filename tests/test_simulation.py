@@ -108,3 +108,24 @@ def test_round_where_every_client_fails_leaves_model_unchanged(dirs):
     assert len({r["accuracy"] for r in m}) == 1 and len({r["test_loss"] for r in m}) == 1
     s = json.loads((base / "allfail" / "summary.json").read_text())
     assert s["unchanged_rounds"] == 3 and s["failures"] == 3
+
+
+def test_partial_participation_binds_replies_to_senders(dirs):
+    """K of N drawn reproducibly; a client claiming another's partition id is dropped and counted (real Flower
+    messages: the server learnt node id -> partition id with the ClientApp's query at start)."""
+    from fl_mdisc.sampling import sample_round
+
+    data, cache, base = dirs
+    out = base / "spoof"
+    simulate(tiny_overrides(data, cache, out, "strategy=st", "attack=spoof", "attack.claim=0", "fed.num_clients=4",
+                            "fed.clients_per_round=3", "trigger=false", "num_rounds=4", "fed.batch_size=40"),
+             num_clients=4)
+    rr = rows(out / "rounds.jsonl")
+    assert [r["sampled"] for r in rr] == [list(sample_round(0, r, 4, 3)) for r in range(1, 5)]
+    for r in rr:
+        attacker_in = 3 in r["sampled"]
+        assert [d["partition-id"] for d in r["dropped"]] == ([3] if attacker_in else [])
+        assert all(d.get("spoofed") for d in r["dropped"])
+        assert [c["partition-id"] for c in r["clients"]] == [p for p in r["sampled"] if p != 3]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["spoofed_replies"] == sum(3 in r["sampled"] for r in rr) > 0
