@@ -69,11 +69,15 @@ def test_calibration_key_changes_with_every_input(tiny):
     for ov in ("fed.batch_size=40", "fed.client_lr=0.5", "fed.local_steps=2", "fed.server_lr=0.05",
                "fed.server_momentum=0.5", "fed.num_clients=4", "strategy.statistic=absolute",
                "strategy.probe_size=400", "strategy.target_fpr=0.1", "strategy.calib_rounds=13", "strategy.hist=lag",
-               "split.calib=120", "strategy.clip_norm=1.0", "protocol=harness"):
+               "split.calib=120", "strategy.clip_norm=1.0", "protocol=harness", "fed.clients_per_round=2",
+               "fed.partition=dirichlet", "fed.partition=pathological"):
         c = _cfg(tiny, ov)
         assert calibration_key(c, entry) != k0, ov
     for sha in ("start_sha", "hist_sha"):  # another burn-in (another machine, another seed)
         assert calibration_key(cfg, dict(entry, **{sha: "0" * 64})) != k0
+    d = _cfg(tiny, "fed.partition=dirichlet")
+    assert calibration_key(_cfg(tiny, "fed.partition=dirichlet", "fed.dirichlet_alpha=0.1"), entry) != calibration_key(d, entry)
+    assert "partition" not in k0 and "clients_per_round" not in k0  # full IID participation: earlier caches stay valid
 
 
 def test_burnin_key_and_plan_follow_the_seed(tiny):
