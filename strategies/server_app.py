@@ -271,6 +271,8 @@ def _round_row(rnd, phase, replies, clip, validator, plan, failures, unchanged) 
             continue
         met = next(iter(m.content.metric_records.values()))
         pid = int(met.get("partition-id", -1))
+        if validator.node_to_pid is not None:  # log under the sender's own partition, whatever it claims
+            pid = validator.node_to_pid.get(int(m.metadata.src_node_id), pid)
         clients[pid] = {"partition-id": pid, "malicious": pid in plan.malicious,
                         **{k: met[k] for k in met.keys()
                            if k in ("md-client", "dsc-corrected", "dsc-steps", "poisoned", "train-loss", "attack-norm",

@@ -126,6 +126,7 @@ def test_partial_participation_binds_replies_to_senders(dirs):
         attacker_in = 3 in r["sampled"]
         assert [d["partition-id"] for d in r["dropped"]] == ([3] if attacker_in else [])
         assert all(d.get("spoofed") for d in r["dropped"])
-        assert [c["partition-id"] for c in r["clients"]] == [p for p in r["sampled"] if p != 3]
+        assert [c["partition-id"] for c in r["clients"]] == r["sampled"]  # the spoofer is logged as itself
+        assert all(c["malicious"] == (c["partition-id"] == 3) for c in r["clients"])
     s = json.loads((out / "summary.json").read_text())
     assert s["spoofed_replies"] == sum(3 in r["sampled"] for r in rr) > 0
