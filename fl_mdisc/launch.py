@@ -114,10 +114,11 @@ def prune_flwr_home(env: dict[str, str]) -> None:
     shutil.rmtree(env["FLWR_HOME"], ignore_errors=True)  # the private home of this invocation
 
 
-def run_flwr(project: Path, config_file: Path, num_clients: int, cpus_per_client: int = 1,
+def run_flwr(project: Path, config_file: Path | list[Path], num_clients: int, cpus_per_client: int = 1,
              gpus_per_client: float = 0.0, data_root: str | None = None, stream: bool = True,
              progress=None) -> dict:
-    """Submit the app with ``config-file``, follow its log, return the final status from ``flwr list``."""
+    """Submit the app with ``config-file`` (or, given a list, ``config-files``: several cells of one federation run
+    in turn by one ServerApp), follow its log, return the final status from ``flwr list``."""
     env = flwr_env(project, data_root, private=True)
     flwr = _flwr_bin()
     neutral = env["FLWR_HOME"]
@@ -125,7 +126,13 @@ def run_flwr(project: Path, config_file: Path, num_clients: int, cpus_per_client
     fed = f"num-supernodes={num_clients} client-resources-num-cpus={cpus_per_client}"
     if gpus_per_client:
         fed += f" client-resources-num-gpus={gpus_per_client}"
-    cmd = [flwr, "run", str(project), "--run-config", f"config-file='{config_file}'",
+    if isinstance(config_file, (list, tuple)):
+        if any(";" in str(p) or "'" in str(p) for p in config_file):
+            raise FlMdiscError("output folders of a sweep must not contain ';' or quotes")
+        rc = "config-files='" + ";".join(str(p) for p in config_file) + "'"
+    else:
+        rc = f"config-file='{config_file}'"
+    cmd = [flwr, "run", str(project), "--run-config", rc,
            "--federation-config", fed, "--format", "json"]
     try:
         sub = subprocess.run(cmd, cwd=neutral, env=env, capture_output=True, text=True, timeout=300)

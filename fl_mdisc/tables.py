@@ -81,12 +81,18 @@ def check_cell_matches(cell: dict, out: Path) -> None:
                            "use another out_dir, or delete that cell folder to rerun it")
 
 
-def run_cells(cells: list[dict], quiet: bool = True) -> list[dict]:
-    """Run each cell (skipping complete ones); show cell i/n, round r/R, elapsed and ETA."""
+def run_cells(cells: list[dict], quiet: bool = True, group: int = 8) -> list[dict]:
+    """Run each cell (skipping complete ones); show cell i/n, round r/R, elapsed and ETA.
+
+    Consecutive pending cells of the same federation (number of SuperNodes, client resources) run in one ``flwr
+    run`` of up to ``group`` cells (``config-files``: the ServerApp runs them in turn), which saves the SuperLink +
+    Ray start-up and teardown (~25 s) per cell; every cell still has its own folder, config, seed and numbers
+    (clients are stateless: tests/test_simulation.py checks a cell gives the same metrics alone and in a group)."""
     from .cli import gpus_per_client, prepare, project_dir, warm_burnin
     from .launch import run_flwr
 
     t0 = time.time()
+    pending = []
     for i, cell in enumerate(cells, 1):
         out = Path(cell["out_dir"])
         if (out / "summary.json").is_file():
@@ -94,23 +100,42 @@ def run_cells(cells: list[dict], quiet: bool = True) -> list[dict]:
             print(f"[cell {i}/{len(cells)}] {cell['name']}: complete, skipped", flush=True)
             continue
         cfg, path = prepare(cell["overrides"] + [f"out_dir={out}"])
-        warm_burnin(cfg)
-        total = int(cfg.num_rounds) + (1 if cfg.trigger else 0)
-        t_cell = time.time()
+        pending.append((i, cell, cfg, path))
+    batches: list[list] = []
+    for item in pending:
+        cfg = item[2]
+        fed = (int(cfg.fed.num_clients), int(cfg.client_threads), gpus_per_client(cfg), str(cfg.data_root))
+        if batches and batches[-1][0] == fed and len(batches[-1][1]) < max(1, int(group)):
+            batches[-1][1].append(item)
+        else:
+            batches.append((fed, [item]))
+    for fed, batch in batches:
+        for _i, _cell, cfg, _path in batch:
+            warm_burnin(cfg)
+        t_batch = time.time()
 
-        def progress(out=out, total=total, t_cell=t_cell, i=i):
-            done = len(read_jsonl(out / "rounds.jsonl"))
-            el = time.time() - t_cell
-            eta = f"{el / done * (total - done):.0f}s" if done else "unknown (starting)"
-            return (f"[cell {i}/{len(cells)}] {cell['name']}: round {done}/{total}, "
-                    f"{el:.0f}s elapsed, ETA {eta} (sweep {time.time() - t0:.0f}s)")
+        def progress(batch=batch, t_batch=t_batch):
+            for i, cell, cfg, _p in batch:
+                out = Path(cell["out_dir"])
+                if (out / "summary.json").is_file():
+                    continue
+                total = int(cfg.num_rounds) + (1 if cfg.trigger else 0)
+                done = len(read_jsonl(out / "rounds.jsonl"))
+                return (f"[cell {i}/{len(cells)}] {cell['name']}: round {done}/{total} "
+                        f"(group of {len(batch)}: {time.time() - t_batch:.0f}s; sweep {time.time() - t0:.0f}s)")
+            return f"[group of {len(batch)}] finishing (sweep {time.time() - t0:.0f}s)"
 
-        print(f"[cell {i}/{len(cells)}] {cell['name']}: starting -> {out}", flush=True)
-        status = run_flwr(project_dir(), path, int(cfg.fed.num_clients), int(cfg.client_threads), gpus_per_client(cfg),
-                          cfg.data_root, stream=not quiet, progress=progress)
+        names = ", ".join(c["name"] for _i, c, _cfg, _p in batch)
+        print(f"[cells {batch[0][0]}..{batch[-1][0]}/{len(cells)}] starting {names}", flush=True)
+        paths = [p for _i, _c, _cfg, p in batch]
+        status = run_flwr(project_dir(), paths if len(paths) > 1 else paths[0], fed[0], fed[1], fed[2],
+                          batch[0][2].data_root, stream=not quiet, progress=progress)
         if status.get("status") != "finished:completed":
-            raise FlMdiscError(f"cell {cell['name']} did not complete ({status.get('status')}): "
+            raise FlMdiscError(f"cell(s) {names} did not complete ({status.get('status')}): "
                                f"{str(status.get('status-details', ''))[-400:]}")
+        missing = [c["name"] for _i, c, _cfg, _p in batch if not (Path(c["out_dir"]) / "summary.json").is_file()]
+        if missing:
+            raise FlMdiscError(f"cell(s) {missing} ended without a summary.json; rerun the command to resume them")
     return cells
 
 

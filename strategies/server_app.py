@@ -88,10 +88,28 @@ class Recorder:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     try:
-        run(grid, context.run_config)
+        run_many(grid, context.run_config)
     except FlMdiscError as exc:
         log(INFO, "[fl-mdisc] ERROR: %s", exc)
         raise RuntimeError(f"fl-mdisc: {exc}") from None
+
+
+def run_many(grid: Grid, run_config: dict) -> list[dict]:
+    """``config-files`` (";"-joined): run the cells one after the other on this federation, skipping those whose
+    ``summary.json`` exists (the sweep commands group the cells of one federation size this way, which saves a
+    SuperLink + Ray start-up per cell; clients are stateless, so every cell gives the numbers it gives alone).
+    Otherwise one run of ``config-file`` / ``experiment`` + ``overrides``."""
+    paths = [p for p in str(run_config.get("config-files", "") or "").split(";") if p]
+    if not paths:
+        return [run(grid, run_config)]
+    out = []
+    for i, path in enumerate(paths, 1):
+        done = Path(path).parent / "summary.json"
+        if done.is_file():
+            continue
+        _say(f"cell {i}/{len(paths)}: {path}")
+        out.append(run(grid, {"config-file": path}))
+    return out
 
 
 def run(grid: Grid, run_config: dict) -> dict:

@@ -130,3 +130,27 @@ def test_partial_participation_binds_replies_to_senders(dirs):
         assert all(c["malicious"] == (c["partition-id"] == 3) for c in r["clients"])
     s = json.loads((out / "summary.json").read_text())
     assert s["spoofed_replies"] == sum(3 in r["sampled"] for r in rr) > 0
+
+
+def test_cells_grouped_in_one_run_give_the_numbers_they_give_alone(dirs):
+    """The sweep commands run the cells of one federation in one flwr run (``config-files``)."""
+    data, cache, base = dirs
+    paths = []
+    for name, ov in (("g1", ["strategy=dgc", "attack=lambda_update", "attack.lam=50"]), ("g2", ["strategy=gc", "attack=none"])):
+        cfg = compose(tiny_overrides(data, cache, base / name, *ov))
+        resolve_paths(cfg)
+        (base / name).mkdir(parents=True, exist_ok=True)
+        (base / name / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        paths.append(str(base / name / "config.yaml"))
+    sapp = ServerApp()
+
+    @sapp.main()
+    def _main(grid: Grid, context: Context) -> None:
+        server_app.run_many(grid, {"config-files": ";".join(paths)})
+
+    run_simulation(server_app=sapp, client_app=client_app, num_supernodes=3,
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": 2}})
+    assert all((base / n / "summary.json").is_file() for n in ("g1", "g2"))
+    simulate(tiny_overrides(data, cache, base / "g2-alone", "strategy=gc", "attack=none"))
+    assert (base / "g2" / "metrics.jsonl").read_bytes() == (base / "g2-alone" / "metrics.jsonl").read_bytes()
+    assert (base / "g2" / "rounds.jsonl").read_bytes() == (base / "g2-alone" / "rounds.jsonl").read_bytes()
