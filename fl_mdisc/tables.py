@@ -7,6 +7,7 @@ Each cell is one Flower simulation (``fl-mdisc run`` semantics: the same app thr
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -324,7 +325,7 @@ def multirun(overrides: list[str], quiet: bool = True) -> dict:
     cells = []
     for combo in itertools.product(*[vals for _k, vals in dims]):
         sets = [f"{k}={v}" for (k, _vals), v in zip(dims, combo)]
-        name = "-".join(f"{k.split('.')[-1]}={v}" for (k, _vals), v in zip(dims, combo)).replace("/", "_")
+        name = re.sub(r"[^A-Za-z0-9._-]", "-", "_".join(f"{k.split('.')[-1]}-{v}" for (k, _vals), v in zip(dims, combo)))
         cells.append({"name": name, "values": dict(zip([k for k, _ in dims], combo)), "out_dir": str(out / "cells" / name),
                       "overrides": rest + sets, "seed": 0, "scenario": "", "strategy": ""})
     for c in cells:  # every combination is a valid config before the first one starts
