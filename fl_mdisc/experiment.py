@@ -30,6 +30,7 @@ from .config import config_hash
 from .data import ArrayDataset, Split, attacker_split, load_dataset, partition_pool, split_of
 from .errors import DataError
 
+ATTACKER_VAL_SIZE, ATTACKER_TRIGGER_SIZE = 500, 100  # conf/attack/{lambda_update,accumulative}.yaml
 MALICIOUS_ATTACKS = ("accumulative", "lambda_update", "nan", "shape", "scale", "spoof", "crash")
 
 
@@ -103,7 +104,9 @@ def make_plan(cfg) -> Plan:
         pool = pool[k:]
     if att != "stream_poison" and f > 0 and cfg.fed.get("attacker_data", "partition") == "pool":
         # carved whatever the attack, so that the clean run (attack=none) has the same partitions as the poisoned one
-        nv, k = int(cfg.attack.val_size), int(cfg.attack.val_size) + int(cfg.attack.trigger_size)
+        # the clean run (attack=none has no sizes) carves what the attack configs carve, so partitions match
+        nv = int(cfg.attack.get("val_size", ATTACKER_VAL_SIZE))
+        k = nv + int(cfg.attack.get("trigger_size", ATTACKER_TRIGGER_SIZE))
         if len(pool) <= k + n:
             raise DataError(f"the pool ({len(pool)} images) cannot give the attackers {k} images and the {n} clients "
                             "their partitions; lower split.burnin or attack.val_size/trigger_size")

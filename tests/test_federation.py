@@ -206,6 +206,19 @@ class TestStreamsAndAttackers:
         assert not (set(att[0]) | set(att[1])) & set(np.concatenate(poisoned.partitions))
         clean = make_plan(_cfg(tiny, "attack=none", *over))  # same partitions: the clean oracle differs only in roles
         assert all(np.array_equal(a, b) for a, b in zip(clean.partitions, poisoned.partitions))
+        # attack=none has no sizes: it carves the attack configs' defaults
+        from omegaconf import OmegaConf
+
+        from fl_mdisc.config import conf_dir
+        from fl_mdisc.experiment import ATTACKER_TRIGGER_SIZE, ATTACKER_VAL_SIZE
+
+        for name in ("lambda_update", "accumulative"):
+            a = OmegaConf.load(conf_dir() / "attack" / f"{name}.yaml")
+            assert (a.val_size, a.trigger_size) == (ATTACKER_VAL_SIZE, ATTACKER_TRIGGER_SIZE)
+        cfg = _cfg(tiny, "attack=none", *over)
+        del cfg.attack["val_size"], cfg.attack["trigger_size"]
+        with pytest.raises(Exception, match="cannot give the attackers 600 images"):
+            make_plan(cfg)  # 600 images carved (the tiny pool is too small for them: the clear error)
 
     def test_malicious_fraction(self, tiny):
         cfg = _cfg(tiny, "fed.num_clients=10", "fed.malicious_fraction=0.2", "attack=none")
