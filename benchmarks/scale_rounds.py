@@ -25,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(out: Path, overrides: list[str]) -> dict:
-    cmd = [str(ROOT / ".venv/bin/fl-mdisc"), "run", "--quiet", f"out_dir={out}", "strategy=st", "attack=lambda_update",
+    cmd = [str(Path(sys.executable).parent / "fl-mdisc"), "run", "--quiet", f"out_dir={out}", "strategy=st", "attack=lambda_update",
            *overrides]
     t0 = time.time()
     p = subprocess.run(cmd, capture_output=True, text=True)
