@@ -267,17 +267,21 @@ class TestPartitions:
 
 
 def test_non_iid_calibration_simulates_label_skew(tiny):
-    from fl_mdisc.calibration import _Sim, honest_per_round, label_skew
+    from fl_mdisc.calibration import _Sim, honest_per_round, label_skew, simulated_population
 
     cfg = _cfg(tiny, "strategy=dgc", "fed.num_clients=10", "fed.clients_per_round=5", "fed.num_malicious=2",
-               "fed.partition=dirichlet", "fed.dirichlet_alpha=0.1", "fed.batch_size=20", "attack=none")
+               "fed.partition=dirichlet", "fed.dirichlet_alpha=0.1", "fed.batch_size=20", "attack=none",
+               "fed.min_partition_size=5")
     assert honest_per_round(cfg) == 4  # 5 - round(5 * 2 / 10)
-    skew = label_skew(cfg, 8, 0)
-    assert skew.shape == (8, 10) and np.allclose(skew.sum(1), 1) and skew.max(1).mean() > 0.5  # alpha 0.1: peaked
+    assert simulated_population(cfg) == 100  # many clients: the honest statistic varies between clients
+    props, sizes = label_skew(cfg, 30, 0)
+    assert props.shape == (30, 10) and np.allclose(props.sum(1), 1) and props.max(1).mean() > 0.4  # alpha 0.1: peaked
+    assert sizes.min() >= 5 and len(set(sizes)) > 1
     entry = ensure_burnin(cfg, log=lambda m: None)
     sim = _Sim(cfg, entry)
     plan = make_plan(cfg)
-    b = sim.batch(3, 2)
-    assert len(b) == 20 and set(b) <= set(plan.split.calib)
-    top = int(np.argmax(skew[2]))
+    k = int(np.argmax(sim.skew.max(1)))  # the most peaked simulated client
+    b = sim.batch(3, k)
+    assert len(b) == min(20, int(sim.sizes[k])) and set(b) <= set(plan.split.calib)
+    top = int(np.argmax(sim.skew[k]))
     assert np.mean(plan.ds.y_train[b] == top) > 0.3
