@@ -58,7 +58,10 @@ def summarise(runs: list[dict]) -> list[dict]:
     rows = []
     keys = sorted({(r["setting"], r["strategy"]) for r in runs}, key=lambda k: (k[0], k[1]))
     order = {s: i for i, s in enumerate(dict.fromkeys(r["setting"] for r in runs))}
-    for setting, strat in sorted(keys, key=lambda k: (order[k[0]], k[1])):
+    from .report import STRATEGY_ORDER
+
+    rank = {s: i for i, s in enumerate(STRATEGY_ORDER)}
+    for setting, strat in sorted(keys, key=lambda k: (order[k[0]], rank.get(k[1], 99), k[1])):
         row = {"setting": setting, "strategy": strat}
         for scen in ("clean", "poisoned"):
             rs = [r for r in runs if (r["setting"], r["strategy"], r["scenario"]) == (setting, strat, scen)]
@@ -144,6 +147,7 @@ def grid(overrides: list[str], quiet: bool = True) -> dict:
     from .config import compose
     from .tables import _get, load_run, pop_list, run_cells
 
+    command = "fl-mdisc grid " + " ".join(overrides)
     seeds, overrides = pop_list(overrides, "seeds", [0])
     base = compose([o for o in overrides if not o.startswith(("out_dir=", "settings=", "strategies=", "scenarios="))])
     all_settings = grid_settings(base)
@@ -185,7 +189,7 @@ def grid(overrides: list[str], quiet: bool = True) -> dict:
                                   "seed": r["seed"], "accuracy": [next((m["accuracy"] for m in r["metrics"]
                                                                         if m["round"] == s and m.get("phase") != "trigger"), None)
                                                                   for s in steps]} for r in runs],
-           "command": "fl-mdisc grid " + " ".join([f"seeds=[{','.join(map(str, seeds))}]"] + overrides)}
+           "command": command}
     (out / "grid.json").write_text(json.dumps(doc, indent=1))
     (out / "grid.md").write_text(grid_markdown(doc))
     with open(out / "grid.csv", "w", newline="") as f:
