@@ -43,6 +43,24 @@ def tiny_overrides(data_root, cache_dir, out_dir, *extra):
             "eval_every=1", "checkpoint_every=1", *extra]
 
 
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory, tiny_data_root):
+    """(data root, burn-in cache, base folder) of the tiny config, one burn-in cache for the whole session."""
+    base = tmp_path_factory.mktemp("tiny")
+    torch.set_num_threads(2)
+    return tiny_data_root, base / "cache", base
+
+
+def tiny_cfg(tiny, *extra):
+    """The composed, path-resolved tiny config with ``extra`` overrides."""
+    from fl_mdisc.config import compose, resolve_paths
+
+    data, cache, base = tiny
+    cfg = compose(tiny_overrides(data, cache, base / "out", *extra))
+    resolve_paths(cfg)
+    return cfg
+
+
 class TinyNet(torch.nn.Module):
     """A small linear-ish classifier for maths tests (no BN, deterministic)."""
 

@@ -4,15 +4,13 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from fl_mdisc.burnin import burnin_key, ensure_burnin
 from fl_mdisc.calibration import apply_calibration, calibrate, calibration_key, fit_fpr_threshold
-from fl_mdisc.config import compose, resolve_paths
 from fl_mdisc.experiment import make_plan
 from strategies.clipping import dgc_statistic
 
-from .conftest import tiny_overrides
+from .conftest import tiny_cfg, tiny_overrides
 
 
 class TestFitFprThreshold:
@@ -48,18 +46,8 @@ class TestDgcStatistic:
             dgc_statistic(md, None, "nope")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, tiny_data_root):
-    base = tmp_path_factory.mktemp("calib")
-    torch.set_num_threads(2)
-    return tiny_data_root, base / "cache", base
-
-
 def _cfg(tiny, *extra):
-    data, cache, base = tiny
-    cfg = compose(tiny_overrides(data, cache, base / "out", "strategy=dgc", "strategy.calib_rounds=12", *extra))
-    resolve_paths(cfg)
-    return cfg
+    return tiny_cfg(tiny, "strategy=dgc", "strategy.calib_rounds=12", *extra)
 
 
 def test_calibration_key_changes_with_every_input(tiny):

@@ -12,14 +12,14 @@ from flwr.app.metadata import Metadata
 from flwr.serverapp.strategy import FedAvg
 
 from fl_mdisc.burnin import ensure_burnin
-from fl_mdisc.config import compose, resolve_paths, to_json
+from fl_mdisc.config import to_json
 from fl_mdisc.data import partition_pool, stream_batch
 from fl_mdisc.experiment import make_plan
 from fl_mdisc.sampling import participation_index, sample_round, trigger_participants
 from strategies.sampling import SampledParticipation
 from strategies.validate import ReplyValidator
 
-from .conftest import tiny_overrides
+from .conftest import tiny_cfg
 from .flwr_helpers import prime, reply
 
 
@@ -132,18 +132,8 @@ class TestSampledParticipation:
         assert [m.metadata.dst_node_id for m in msgs] == [444]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, tiny_data_root):
-    base = tmp_path_factory.mktemp("fed")
-    torch.set_num_threads(2)
-    return tiny_data_root, base / "cache", base
-
-
 def _cfg(tiny, *extra):
-    data, cache, base = tiny
-    cfg = compose(tiny_overrides(data, cache, base / "out", *extra))
-    resolve_paths(cfg)
-    return cfg
+    return tiny_cfg(tiny, *extra)
 
 
 class TestStreamsAndAttackers:
