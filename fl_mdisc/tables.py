@@ -48,7 +48,8 @@ CELL_KEYS = ("preset_name", "protocol", "seed", "num_rounds", "trigger", "datase
              "attack.lam", "attack.norm_multiple", "attack.norm_ref", "attack.stealth_drop", "attack.trigger_scale",
              "defense.name", "burnin.seed")
 CELL_KEYS += ("fed.clients_per_round", "fed.partition", "fed.dirichlet_alpha", "fed.classes_per_client",
-              "fed.local_steps", "fed.client_lr", "fed.server_momentum", "fed.attacker_data", "fed.batch_size")
+              "fed.local_steps", "fed.client_lr", "fed.server_momentum", "fed.attacker_data", "fed.batch_size",
+              "strategy.fpr_window")
 FITTED_KEYS = ("strategy.clip_norm", "strategy.mu", "strategy.tau")  # null asks for the run's own calibration
 # keys added after cells were recorded: a recorded config without them ran with these values
 LATER_KEYS = {"fed.attacker_data": "partition", "fed.classes_per_client": 2}
@@ -56,6 +57,13 @@ LATER_KEYS = {"fed.attacker_data": "partition", "fed.classes_per_client": 2}
 
 def _key(cfg, dotted: str):
     from omegaconf import OmegaConf
+
+    if dotted == "strategy.fpr_window":  # compare the window the fit used (a record without the key: pooled)
+        from .calibration import fpr_window
+
+        if cfg.strategy.name != "dgc":
+            return None
+        return fpr_window(cfg) if "fpr_window" in cfg.strategy else None
 
     v = OmegaConf.select(cfg, dotted, default=None)
     if v is None and dotted in LATER_KEYS:

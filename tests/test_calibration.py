@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from fl_mdisc.burnin import burnin_key, ensure_burnin
-from fl_mdisc.calibration import apply_calibration, calibrate, calibration_key, fit_fpr_threshold
+from fl_mdisc.calibration import (apply_calibration, calibrate, calibration_key, fit_fpr_threshold, fit_threshold,
+                                  fpr_window)
 from fl_mdisc.experiment import make_plan
 from strategies.clipping import dgc_statistic
 
@@ -31,6 +32,47 @@ class TestFitFprThreshold:
     def test_negative_slope_is_clipped(self):
         mu, tau = fit_fpr_threshold([0, 1, 2], [3.0, 2.0, 1.0], 0.0)
         assert tau == 0.0 and mu == 3.0
+
+
+class TestFitThresholdWindow:
+    """The envelope fit: the target FPR holds in every window, not only pooled (non-IID calibration)."""
+
+    @staticmethod
+    def _calm_later():  # a noisy first phase, calm afterwards: the pooled fit sits too low for the first phase
+        rng = np.random.default_rng(1)
+        steps = np.repeat(np.arange(40), 10)
+        vals = rng.normal(0, np.where(steps < 10, 1.0, 0.2))
+        return steps, vals
+
+    def test_every_window_meets_the_target(self):
+        steps, vals = self._calm_later()
+        mu_p, tau_p = fit_threshold(steps, vals, 0.02, None)
+        assert (mu_p, tau_p) == fit_fpr_threshold(steps, vals, 0.02)  # no window: the pooled fit
+        assert np.mean(vals[steps < 10] > mu_p + tau_p * steps[steps < 10]) > 0.02
+        mu, tau = fit_threshold(steps, vals, 0.02, 10)
+        assert tau == 0.0
+        for a in range(0, 40, 10):
+            w = vals[(steps >= a) & (steps < a + 10)]
+            assert np.mean(w > mu) <= 0.02
+        assert mu == max(fit_fpr_threshold(steps[(steps >= a) & (steps < a + 10)],
+                                           vals[(steps >= a) & (steps < a + 10)], 0.02, slope=False)[0]
+                         for a in range(0, 40, 10))
+
+    def test_windows_hold_enough_values_and_short_tails_merge(self):
+        # 2 values per step, alpha 0.1: a window needs >= 5 steps (10 values) to leave one above its threshold
+        steps = np.repeat(np.arange(12), 2)
+        vals = np.arange(24, dtype=float)
+        mu, _ = fit_threshold(steps, vals, 0.1, 2)  # windows [0,5), [5,12): the tail of 2 steps joins
+        assert mu == 22.0  # the last window's 14 values: one (23) above
+        assert fit_threshold(steps, vals, 0.1, 12)[0] == 21.0  # one window: floor(2.4) = 2 above
+
+    def test_window_rule(self, tiny):
+        assert fpr_window(_cfg(tiny)) is None  # IID: the simulation has the real federation's shape
+        assert fpr_window(_cfg(tiny, "fed.partition=dirichlet")) == 10
+        assert fpr_window(_cfg(tiny, "fed.partition=dirichlet", "strategy.fpr_window=0")) is None
+        assert fpr_window(_cfg(tiny, "strategy.fpr_window=4")) == 4
+        with pytest.raises(ValueError, match="fpr_window"):
+            fpr_window(_cfg(tiny, "strategy.fpr_window=-1"))
 
 
 class TestDgcStatistic:
@@ -91,6 +133,11 @@ def test_fitted_threshold_meets_target_fpr_and_is_cached(tiny):
     again = []
     fit2 = calibrate(cfg, entry, log=again.append)
     assert fit2 == json.loads(json.dumps(fit)) and any("cache hit" in m for m in again)
+    # another window refits from the cached simulated values (no new simulation)
+    third = []
+    fit3 = calibrate(_cfg(tiny, "strategy.target_fpr=0.1", "strategy.fpr_window=4"), entry, log=third.append)
+    assert not any("calibrating" in m for m in third) and fit3["fpr_window"] == 4 and fit3["tau"] == 0.0
+    assert fit3["values"] == fit2["values"] and fit3["mu"] == fit_threshold(steps, fit["values"]["stat"], 0.1, 4)[0]
 
 
 def test_explicit_values_are_used_unchanged(tiny):

@@ -275,3 +275,33 @@ def test_non_iid_calibration_simulates_label_skew(tiny):
     assert len(b) == min(20, int(sim.sizes[k])) and set(b) <= set(plan.split.calib)
     top = int(np.argmax(sim.skew[k]))
     assert np.mean(plan.ds.y_train[b] == top) > 0.3
+
+
+def test_round_zero_evaluation_is_computed_once_per_checkpoint(tmp_path, tiny):
+    """theta_start's test accuracy is the same for every cell of a sweep: computed once, then read back."""
+    from types import SimpleNamespace
+
+    from strategies.server_app import start_evaluation
+
+    cfg = tiny_cfg(tiny)
+    ds = SimpleNamespace(x_test=np.zeros((4, 3, 2, 2), np.uint8), y_test=np.arange(4))
+    entry = {"start_sha": "abc", "dir": str(tmp_path)}
+    written, calls = [], []
+
+    class Rec:
+        def write(self, row):
+            written.append(row)
+
+    def compute():
+        calls.append(1)
+        row = {"round": 0, "accuracy": 12.5, "test_loss": 2.0, "phase": "start"}
+        Rec().write(row)
+        return row
+
+    first = start_evaluation(entry, cfg, "cpu", ds, compute, Rec())
+    again = start_evaluation(entry, cfg, "cpu", ds, compute, Rec())
+    assert first == again and written == [first, first] and len(calls) == 1
+    other = SimpleNamespace(x_test=ds.x_test, y_test=np.arange(4)[::-1].copy())  # another test set: recomputed
+    start_evaluation(entry, cfg, "cpu", other, compute, Rec())
+    start_evaluation({**entry, "start_sha": "def"}, cfg, "cpu", ds, compute, Rec())  # another checkpoint
+    assert len(calls) == 3
