@@ -92,7 +92,18 @@ def _poison_stream(cfg_json, cfg, plan, model, x, y, phase, conf):
     if phase == "trigger":
         return xt, yt
     h = second_order_term(model, xt, yt, xv, yv)
-    return craft_poison(model, x, y, h, a.eps, a.step_size, int(a.steps), float(a.gamma)), y
+    return craft_poison(model, x, y, h, a.eps, a.step_size, int(a.steps), float(a.gamma),
+                        **md_aware(cfg_json, a, conf)), y
+
+
+def md_aware(cfg_json, a, conf) -> dict:
+    """craft_poison's MD-aware arguments (Eq. 21): beta, md_form and theta* = the burn-in historical checkpoint the
+    defender's DSC uses (the adaptive attacker of the seed paper's Table 3 knows it); nothing when beta = 0."""
+    beta = float(a.get("beta") or 0.0)
+    if beta == 0.0:
+        return {}
+    hist = runtime.model_from(cfg_json, str(conf["hist-path"]), str(conf["hist-sha"]))
+    return {"beta": beta, "hist_model": hist, "md_form": str(a.get("md_form", "paper"))}
 
 
 def _md_log(cfg_json, cfg, conf, model, x_clean, x_in) -> dict:

@@ -39,7 +39,7 @@ from fl_mdisc.sampling import stream_step
 from fl_mdisc.train import local_sgd
 
 from . import runtime
-from .honest import batch_tensors, np_list, train_honest
+from .honest import batch_tensors, md_aware, np_list, train_honest
 
 
 def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, dict]:
@@ -72,7 +72,7 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
     xt, yt = to_float(plan.ds.x_train[trig_idx]).to(dev), torch.as_tensor(plan.ds.y_train[trig_idx]).to(dev)
     loss = 0.0
     extra = {}
-    if a.name == "lambda_update":
+    if a.name in ("lambda_update", "adaptive_update"):
         k, rule = a.get("norm_multiple"), a.get("norm_ref", "start")
         budget, scale = a.get("stealth_drop"), 1.0
         if phase != "trigger" and budget is not None:
@@ -102,6 +102,9 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
                 ref = honest_reference_norm(cfg, plan, model, stream_idx, rnd, pid)
             g = scale_to_norm(g, float(k) * ref * scale)
             extra["attack-ref-norm"] = ref
+        if a.name == "adaptive_update" and phase != "trigger" and a.get("md_budget") is not None:
+            g, info = _within_md_budget(cfg_json, cfg, model, g, pid, conf)
+            extra.update(info)
         extra["attack-norm"] = grads_norm(g)
         with torch.no_grad():
             for p, gi in zip([p for p in model.parameters() if p.requires_grad], g):
@@ -114,11 +117,33 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
             idx = stream_batch(stream_idx, int(cfg.fed.batch_size), int(cfg.seed), pid, stream_step(cfg, rnd, pid))
             x, y = batch_tensors(cfg, plan, idx, rnd, pid)
             h = second_order_term(model, x_trig, yt, xv, yv)
-            x_train, y_train = craft_poison(model, x, y, h, a.eps, a.step_size, int(a.steps), float(a.gamma)), y
+            x_train, y_train = craft_poison(model, x, y, h, a.eps, a.step_size, int(a.steps), float(a.gamma),
+                                            **md_aware(cfg_json, a, conf)), y
         loss = local_sgd(model, x_train, y_train, float(cfg.fed.client_lr), int(cfg.fed.local_steps))
     metrics = {"num-examples": int(cfg.fed.batch_size), "train-loss": loss, "md-client": 0.0, "dsc-corrected": 0,
                "dsc-steps": 0, "poisoned": 1, "seconds": time.time() - t0, **extra}
     return np_list(model), metrics
+
+
+def _within_md_budget(cfg_json, cfg, model, g, pid: int, conf) -> tuple[list, dict]:
+    """The DGC-aware attacker's last step (fl_mdisc/adaptive.py): the update is Delta = -g (client lr 1, raw
+    gradient); send c* Delta, the largest multiple whose estimated DGC statistic stays within the budget."""
+    from fl_mdisc.adaptive import estimated_statistic, largest_scale_within, probe_md
+
+    a = cfg.attack
+    start, hist = (str(conf["start-path"]), str(conf["start-sha"])), (str(conf["hist-path"]), str(conf["hist-sha"]))
+    probe_x, hist_logits = runtime.adaptive_probe(cfg_json, pid, *hist)
+    ref = runtime.adaptive_reference(cfg_json, pid, *start, *hist)
+    budget = float(a.md_budget) * ref
+    C = runtime.start_reference_norm(cfg_json, pid, *start)
+    params = [p for p in model.parameters() if p.requires_grad]
+    theta = [p.detach().clone() for p in params]
+    delta = [-gi for gi in g]
+    base = probe_md(model, theta, probe_x, hist_logits)
+    eta = float(cfg.fed.server_lr)
+    c, s = largest_scale_within(lambda c: estimated_statistic(model, theta, [c * d for d in delta], eta, C, probe_x,
+                                                              hist_logits, base), budget, int(a.search_steps))
+    return [c * gi for gi in g], {"attack-md-est": s, "attack-md-budget": budget, "attack-md-ref": ref, "attack-scale": c}
 
 
 @torch.no_grad()

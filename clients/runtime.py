@@ -91,6 +91,55 @@ def start_val_accuracy(cfg_json: str, pid: int, start_path: str, start_sha: str)
     return val_accuracy(model, to_float(p.ds.x_train[val_idx]).to(dev), torch.as_tensor(p.ds.y_train[val_idx]).to(dev))
 
 
+@functools.lru_cache(maxsize=8)
+def adaptive_probe(cfg_json: str, pid: int, hist_path: str, hist_sha: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The DGC-aware attacker's stand-in probe (the first ``attack.probe_size`` images of its validation batch) and
+    theta_hist's logits on it (fl_mdisc/adaptive.py)."""
+    from fl_mdisc.data import to_float
+
+    cfg = config(cfg_json)
+    p = plan(cfg_json)
+    dev = device(cfg)
+    x = to_float(p.ds.x_train[p.attacker[pid][0][: int(cfg.attack.probe_size)]]).to(dev)
+    hist = load_model(cfg, hist_path, hist_sha, dev).eval()
+    with torch.no_grad():
+        return x, hist(x)
+
+
+@functools.lru_cache(maxsize=8)
+def adaptive_reference(cfg_json: str, pid: int, start_path: str, start_sha: str, hist_path: str, hist_sha: str) -> float:
+    """The DGC-aware attacker's honest reference level: ``attack.ref_quantile`` of its estimate of DGC's statistic
+    over the honest updates of its first ``attack.ref_batches`` clean stream batches at theta_start (deterministic)."""
+    from clients.honest import batch_tensors
+    from fl_mdisc.adaptive import estimated_statistic, reference_level
+    from fl_mdisc.data import stream_batch
+    from fl_mdisc.train import local_sgd
+
+    cfg = config(cfg_json)
+    p = plan(cfg_json)
+    dev = device(cfg)
+    model = load_model(cfg, start_path, start_sha, dev)
+    params = [q for q in model.parameters() if q.requires_grad]
+    theta = [q.detach().clone() for q in params]
+    buffers = [b.detach().clone() for b in model.buffers()]
+    probe_x, hist_logits = adaptive_probe(cfg_json, pid, hist_path, hist_sha)
+    C = start_reference_norm(cfg_json, pid, start_path, start_sha)
+    eta = float(cfg.fed.server_lr)
+    vals = []
+    for j in range(int(cfg.attack.ref_batches)):
+        idx = stream_batch(p.attacker[pid][2], int(cfg.fed.batch_size), int(cfg.seed), pid, j)
+        x, y = batch_tensors(cfg, p, idx, j + 1, pid)
+        local_sgd(model, x, y, float(cfg.fed.client_lr), int(cfg.fed.local_steps))
+        with torch.no_grad():
+            delta = [q.detach() - t for q, t in zip(params, theta)]
+            for q, t in zip(params, theta):
+                q.copy_(t)
+            for b, saved in zip(model.buffers(), buffers):
+                b.copy_(saved)
+        vals.append(estimated_statistic(model, theta, delta, eta, C, probe_x, hist_logits))
+    return reference_level(vals, float(cfg.attack.ref_quantile))
+
+
 def device(cfg) -> torch.device:
     return pick_device(cfg)
 

@@ -20,7 +20,8 @@ from .errors import ConfigError
 
 STRATEGIES = ("st", "gc", "dgc", "median", "trimmed_mean", "multikrum")
 PARTITIONS = ("iid", "dirichlet", "pathological")
-ATTACKS = ("none", "accumulative", "stream_poison", "lambda_update", "nan", "shape", "scale", "spoof", "crash")
+LAMBDA_ATTACKS = ("lambda_update", "adaptive_update")  # the lambda-update and its DGC-aware form
+ATTACKS = ("none", "accumulative", "stream_poison", "lambda_update", "adaptive_update", "nan", "shape", "scale", "spoof", "crash")
 DEFENSES = ("none", "dsc", "at")
 DATASETS = ("cifar10", "mnist")
 MODELS = ("small_cnn", "resnet18")
@@ -117,13 +118,13 @@ def resolve_defaults(cfg: DictConfig) -> None:
             s.num_malicious = int(math.ceil(int(cfg.fed.num_malicious) * k / n)) if n else 0
         if s.get("num_to_select") is None:
             s.num_to_select = max(1, k - s.num_malicious)
-    if cfg.attack.name == "lambda_update" and cfg.attack.get("lam") is None:
+    if cfg.attack.name in LAMBDA_ATTACKS and cfg.attack.get("lam") is None:
         cfg.attack.lam = cfg.calib.lam
-    if cfg.attack.name == "lambda_update" and cfg.attack.get("norm_multiple") is None:
+    if cfg.attack.name in LAMBDA_ATTACKS and cfg.attack.get("norm_multiple") is None:
         cfg.attack.norm_multiple = cfg.calib.get("norm_multiple")
-    if cfg.attack.name == "lambda_update" and cfg.attack.get("stealth_drop") is None:
+    if cfg.attack.name in LAMBDA_ATTACKS and cfg.attack.get("stealth_drop") is None:
         cfg.attack.stealth_drop = cfg.calib.get("stealth_drop")
-    if cfg.attack.name == "lambda_update" and cfg.attack.get("trigger_scale") is None:
+    if cfg.attack.name in LAMBDA_ATTACKS and cfg.attack.get("trigger_scale") is None:
         cfg.attack.trigger_scale = cfg.calib.get("trigger_scale", 0.01)
     if cfg.protocol == "harness":
         # Pang's harness: one participant per round supplies the whole aggregate.
@@ -197,10 +198,21 @@ def validate(cfg: DictConfig) -> None:
         _num(cfg, "attack.step_size", 0, 1, lo_open=True)
         _num(cfg, "attack.steps", 1, integer=True)
         _num(cfg, "attack.gamma", 0)
-    if cfg.attack.name in ("accumulative", "stream_poison", "lambda_update"):
+        _num(cfg, "attack.beta", 0, allow_none=True)
+        if cfg.attack.get("md_form", "paper") not in ("paper", "input"):
+            raise ConfigError(f"unknown attack.md_form '{cfg.attack.md_form}'; choose paper or input")
+    if cfg.attack.name in ("accumulative", "stream_poison", *LAMBDA_ATTACKS):
         _num(cfg, "attack.val_size", 1, integer=True)
         _num(cfg, "attack.trigger_size", 1, integer=True)
-    if cfg.attack.name == "lambda_update":
+    if cfg.attack.name == "adaptive_update":
+        if cfg.strategy.name == "dgc" and cfg.strategy.get("hist") == "lag":
+            raise ConfigError("attack=adaptive_update models DGC against the burn-in historical checkpoint; use "
+                              "strategy.hist=burnin (the attacker does not keep the lagged global models)")
+        _num(cfg, "attack.md_budget", 0, lo_open=True, allow_none=True)
+        _num(cfg, "attack.ref_batches", 1, integer=True)
+        _num(cfg, "attack.ref_quantile", 0, 1)
+        _num(cfg, "attack.search_steps", 1, integer=True)
+    if cfg.attack.name in LAMBDA_ATTACKS:
         _num(cfg, "attack.lam", 0, lo_open=True)
         _num(cfg, "attack.trigger_scale", 0)
         _num(cfg, "attack.norm_multiple", 0, lo_open=True, allow_none=True)

@@ -31,7 +31,7 @@ from .data import ArrayDataset, Split, attacker_split, load_dataset, partition_p
 from .errors import DataError
 
 ATTACKER_VAL_SIZE, ATTACKER_TRIGGER_SIZE = 500, 100  # conf/attack/{lambda_update,accumulative}.yaml
-MALICIOUS_ATTACKS = ("accumulative", "lambda_update", "nan", "shape", "scale", "spoof", "crash")
+MALICIOUS_ATTACKS = ("accumulative", "lambda_update", "adaptive_update", "nan", "shape", "scale", "spoof", "crash")
 
 
 @dataclass
@@ -120,7 +120,7 @@ def make_plan(cfg) -> Plan:
                            classes_per_client=int(cfg.fed.get("classes_per_client") or 2))
     malicious = frozenset(range(n - f, n)) if att in MALICIOUS_ATTACKS else frozenset()
     victims = frozenset(range(int(cfg.attack.victims))) if att == "stream_poison" else frozenset()
-    if att in ("accumulative", "lambda_update") and malicious:
+    if att in ("accumulative", "lambda_update", "adaptive_update") and malicious:
         attacker.update(attacker_data(parts, sorted(malicious), int(cfg.attack.val_size), int(cfg.attack.trigger_size),
                                       seed, shared))
     plan = Plan(ds, split, parts, malicious, victims, attacker)

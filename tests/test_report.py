@@ -164,3 +164,74 @@ def test_multirun_expands_hydra_sweep_syntax():
 
     fixed, dims = expand_sweep(["strategy=gc,dgc", "seed=0,1,2", "fed.num_clients=5"])
     assert fixed == ["fed.num_clients=5"] and dims == [("strategy", ["gc", "dgc"]), ("seed", ["0", "1", "2"])]
+
+
+def test_table3_rows_markdown_and_plot(tmp_path):
+    from fl_mdisc.table3 import PAPER_TABLE3, plot_table3, poison_md, table3_markdown, table3_rows
+
+    def run(meth, beta, seed, md):
+        rounds = [{"phase": "accumulate", "clients": [{"poisoned": 1, "md-in-mean": md + k}]} for k in (0.0, 1.0)]
+        rounds.append({"phase": "trigger", "clients": [{"poisoned": 1, "md-in-mean": 99.0}]})  # not a poison batch
+        return {"method": meth, "beta": beta, "seed": seed, "rounds": rounds, "summary": {
+            "accuracy_start": 66.0, "last_round": 5, "accuracy_final": 62.0, "accuracy_after_trigger": 60.0 - seed,
+            "trigger_drop": 2.0 + seed, **({"dsc_corrected_samples": 10} if meth == "dsc" else {})}}
+
+    assert poison_md(run("st", 0.0, 0, 2.0)["rounds"]) == 2.5
+    runs = [run(m, b, s, md) for m in ("dsc", "st") for b, md in ((0.1, 1.0), (0.0, 2.0)) for s in (0, 1)]
+    rows = table3_rows(runs)
+    assert [(r["method"], r["beta"]) for r in rows] == [("st", 0.0), ("st", 0.1), ("dsc", 0.0), ("dsc", 0.1)]
+    assert rows[0]["delta"] == (-2.5, 0.5) and rows[1]["poison_md"] == (1.5, 0.0) and rows[0]["corrected"] == (None, None)
+    doc = {"preset": "cpu", "model": "m", "rounds": 60, "monitor_drop": 4.0, "md_form": "paper", "seeds": [0, 1],
+           "rows": rows, "paper": PAPER_TABLE3, "command": "fl-mdisc table3"}
+    md = table3_markdown(doc)
+    assert "| ST | 0 | 66.00 ± 0.00 | 62.00 ± 0.00 | 59.50 ± 0.50 | -2.50 ± 0.50 | 5.00 ± 0.00 | 2.50 ± 0.00 | – | 81.4 | 51.3 | -30.04 |" in md
+    assert "| DSC | 0.1 |" in md and md.count("| – | – | – |") == 2  # no paper row for DSC
+    plot_table3(doc, tmp_path / "t3.png")
+    assert (tmp_path / "t3.png").stat().st_size > 0
+
+
+def test_table3_refuses_bad_arguments():
+    from fl_mdisc.table3 import table3
+
+    with pytest.raises(ConfigError, match="method"):
+        table3(["methods=[gc]"])
+    with pytest.raises(ConfigError, match="betas"):
+        table3(["betas=[-0.1]"])
+
+
+def test_attack_beta_is_validated():
+    from fl_mdisc.config import compose
+
+    with pytest.raises(ConfigError, match="attack.beta"):
+        compose(["attack=accumulative", "attack.beta=-1"])
+    with pytest.raises(ConfigError, match="md_form"):
+        compose(["attack=accumulative", "attack.md_form=other"])
+
+
+def test_reused_cells_must_share_beta_and_the_dgc_fit_window(tmp_path):
+    from omegaconf import OmegaConf
+
+    from fl_mdisc.config import compose
+    from fl_mdisc.errors import FlMdiscError
+    from fl_mdisc.tables import check_cell_matches
+
+    def recorded(overrides, drop=()):
+        cell = tmp_path / "c"
+        cell.mkdir(exist_ok=True)
+        cfg = compose(overrides)
+        for key in drop:  # a cell recorded before the key existed
+            del cfg.strategy[key]
+        (cell / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        return cell
+
+    acc = ["attack=accumulative", "strategy=st"]
+    cell = recorded(acc)
+    check_cell_matches({"name": "c", "overrides": acc + ["attack.beta=0.0"]}, cell)
+    with pytest.raises(FlMdiscError, match="attack.beta"):
+        check_cell_matches({"name": "c", "overrides": acc + ["attack.beta=0.1"]}, cell)
+    dgc = ["strategy=dgc", "fed.num_clients=10"]
+    cell = recorded(dgc, drop=("fpr_window",))  # recorded before the window: a pooled fit
+    check_cell_matches({"name": "c", "overrides": dgc}, cell)  # IID: still pooled, reused
+    cell = recorded(dgc + ["fed.partition=dirichlet"], drop=("fpr_window",))
+    with pytest.raises(FlMdiscError, match="strategy.fpr_window: None != 10"):
+        check_cell_matches({"name": "c", "overrides": dgc + ["fed.partition=dirichlet"]}, cell)

@@ -1,0 +1,92 @@
+"""The DGC-aware attacker (fl_mdisc/adaptive.py, attack=adaptive_update)."""
+
+import numpy as np
+import pytest
+import torch
+
+from fl_mdisc.adaptive import estimated_statistic, largest_scale_within, reference_level
+from fl_mdisc.burnin import ensure_burnin, load_model
+from fl_mdisc.config import to_json
+from fl_mdisc.errors import ConfigError
+from fl_mdisc.md import md_from_logits
+from fl_mdisc.models import get_params
+
+from .conftest import TinyNet, tiny_cfg
+
+
+class TestLargestScaleWithin:
+    def test_bisection_on_a_monotone_statistic(self):
+        c, s = largest_scale_within(lambda c: 4.0 * c * c, 1.0, steps=20)  # 4c^2 <= 1  <=>  c <= 0.5
+        assert abs(c - 0.5) < 1e-5 and s <= 1.0
+
+    def test_whole_update_when_it_fits_and_nothing_when_nothing_fits(self):
+        assert largest_scale_within(lambda c: c, 2.0) == (1.0, 1.0)
+        assert largest_scale_within(lambda c: 1.0 + c, 0.5, steps=5) == (0.0, 0.0)
+
+    def test_reference_level_is_a_positive_quantile(self):
+        assert reference_level([0.1, 0.2, 0.3, 0.4, 0.5], 0.5) == 0.3
+        assert reference_level([-0.3, -0.2], 0.9) == 1e-6  # honest increases at or below 0: floor
+
+
+def test_estimated_statistic_by_hand():
+    torch.manual_seed(0)
+    m, hist = TinyNet(1), TinyNet(2)
+    x = torch.rand(20, 3, 8, 8)
+    with torch.no_grad():
+        hl = hist(x)
+    theta = [p.detach().clone() for p in m.parameters()]
+    delta = [torch.randn_like(t) for t in theta]
+    norm = float(torch.sqrt(sum((d ** 2).sum() for d in delta)))
+    C, eta = norm / 2, 0.1  # GC halves it
+    got = estimated_statistic(m, theta, delta, eta, C, x, hl)
+    cand = TinyNet(1)
+    with torch.no_grad():
+        for p, t, d in zip(cand.parameters(), theta, delta):
+            p.copy_(t + eta * 0.5 * d)
+        want = float(md_from_logits(hl, cand(x)).mean()) - float(md_from_logits(hl, m(x)).mean())
+    assert abs(got - want) < 1e-5
+    assert all(torch.equal(p, t) for p, t in zip(m.parameters(), theta))  # the model is left at theta
+
+
+def _adaptive(tiny, *extra):
+    return tiny_cfg(tiny, "strategy=dgc", "attack=adaptive_update", "attack.norm_multiple=2.0", "attack.ref_batches=3",
+                    "attack.probe_size=32", *extra)
+
+
+def test_sent_update_meets_its_own_budget(tiny):
+    from clients import runtime
+    from clients.malicious import train_malicious
+    from fl_mdisc.adaptive import estimated_statistic as est
+
+    cfg = _adaptive(tiny, "attack.md_budget=0.05", "attack.stealth_drop=null")
+    entry = ensure_burnin(cfg, log=lambda m: None)
+    start = get_params(load_model(cfg, entry["start"], entry["start_sha"]))
+    conf = {"start-path": entry["start"], "start-sha": entry["start_sha"], "hist-path": entry["hist"],
+            "hist-sha": entry["hist_sha"], "server-round": 2, "phase": "accumulate"}
+    cj = to_json(cfg)
+    pid = 2
+    new, met = train_malicious(cj, start, conf, pid)
+    assert 0.0 <= met["attack-scale"] < 1.0  # a twentieth of the honest level: the update must shrink
+    assert met["attack-md-est"] <= met["attack-md-budget"] == pytest.approx(0.05 * met["attack-md-ref"])
+    # recompute the estimate independently from what was sent
+    m = load_model(cfg, entry["start"], entry["start_sha"])
+    theta = [p.detach().clone() for p in m.parameters() if p.requires_grad]
+    delta = [torch.as_tensor(n - s) for n, s in zip(new, start)]
+    probe_x, hist_logits = runtime.adaptive_probe(cj, pid, entry["hist"], entry["hist_sha"])
+    C = runtime.start_reference_norm(cj, pid, entry["start"], entry["start_sha"])
+    again = est(m, theta, delta, float(cfg.fed.server_lr), C, probe_x, hist_logits)
+    assert again <= met["attack-md-budget"] + 1e-6 and again == pytest.approx(met["attack-md-est"], abs=1e-5)
+    # a budget the whole update fits sends the plain lambda-update; unaware (null) too
+    loose, met2 = train_malicious(to_json(_adaptive(tiny, "attack.md_budget=1e9", "attack.stealth_drop=null")), start, conf, pid)
+    plain, _ = train_malicious(to_json(_adaptive(tiny, "attack.md_budget=null", "attack.stealth_drop=null")), start, conf, pid)
+    ref, _ = train_malicious(to_json(tiny_cfg(tiny, "strategy=dgc", "attack=lambda_update", "attack.norm_multiple=2.0",
+                                              "attack.stealth_drop=null")), start, conf, pid)
+    assert met2["attack-scale"] == 1.0
+    assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(loose, plain, ref))
+
+
+def test_config_rules(tiny):
+    with pytest.raises(ConfigError, match="hist=burnin"):
+        _adaptive(tiny, "strategy.hist=lag")
+    with pytest.raises(ConfigError, match="md_budget"):
+        _adaptive(tiny, "attack.md_budget=0")
