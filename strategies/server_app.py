@@ -263,6 +263,11 @@ def run(grid: Grid, run_config: dict) -> dict:
     return summary
 
 
+# what the attackers report about themselves (logged per round; the server never acts on it)
+ATTACK_LOG_KEYS = ("attack-norm", "attack-ref-norm", "attack-lam", "attack-val-drop", "attack-paused", "attack-scale",
+                   "attack-md-est", "attack-md-budget", "attack-md-ref")
+
+
 def start_evaluation(entry: dict, cfg, dev, ds, compute, metrics_rec) -> dict:
     """Round 0's evaluation (theta_start on the test set), computed once per burn-in and device kind and reused by
     every later run from that checkpoint (the cells of a table or grid share it; ~3 s each on this CPU). The cache
@@ -323,8 +328,7 @@ def _round_row(rnd, phase, replies, clip, validator, plan, failures, unchanged) 
                            or k.startswith("md-clean") or k.startswith("md-in")}}
     for pid, extra in getattr(validator, "extra_metrics", {}).items():
         if pid in clients:
-            clients[pid].update({k: extra[k] for k in ("attack-norm", "attack-ref-norm", "attack-lam", "attack-val-drop",
-                                                       "attack-paused") if k in extra})
+            clients[pid].update({k: extra[k] for k in ATTACK_LOG_KEYS if k in extra})
     for e in (clip.client_log if clip is not None else []):
         clients.setdefault(e["partition-id"], {"partition-id": e["partition-id"]}).update(
             {k: (round(v, 8) if isinstance(v, float) else v) for k, v in e.items()})

@@ -90,3 +90,35 @@ def test_config_rules(tiny):
         _adaptive(tiny, "strategy.hist=lag")
     with pytest.raises(ConfigError, match="md_budget"):
         _adaptive(tiny, "attack.md_budget=0")
+
+
+def test_adaptive_report(tmp_path):
+    from fl_mdisc.adaptive_sweep import adaptive_markdown, adaptive_rows, attacker_stats, plot_adaptive
+
+    def run(b, strat, seed, scale):
+        rounds = [{"phase": "accumulate", "clients": [
+            {"malicious": True, "attack-norm": 2.0 * scale, **({} if b is None else {"attack-scale": scale, "attack-md-est": 0.1})},
+            {"malicious": False}]} for _ in range(3)]
+        rounds.append({"phase": "trigger", "clients": [{"malicious": True, "attack-norm": 50.0}]})
+        det = {"detection": {"recall": 1.0 if b is None else 0.5, "precision": 1.0}} if strat == "dgc" else {}
+        return {"budget": b, "strategy": strat, "seed": seed, "rounds": rounds,
+                "summary": {"mean_accuracy": 60.0 + seed, "trigger_drop": 1.0, **det}}
+
+    assert attacker_stats(run(None, "st", 0, 1.0)["rounds"]) == {"norm": 2.0, "scale": 1.0, "md_est": None}
+    runs = [run(b, s, seed, sc) for b, sc in ((None, 1.0), (1.0, 0.25)) for s in ("dgc", "st") for seed in (0, 1)]
+    rows = adaptive_rows(runs)
+    assert [(r["budget"], r["strategy"]) for r in rows] == [("unaware", "st"), ("unaware", "dgc"), ("1", "st"), ("1", "dgc")]
+    assert rows[3]["recall"] == (0.5, 0.0) and rows[2]["attacker_norm"] == (0.5, 0.0) and rows[2]["accuracy"] == (60.5, 0.5)
+    doc = {"preset": "cpu", "rounds": 50, "seeds": [0, 1], "rows": rows, "command": "fl-mdisc adaptive"}
+    md = adaptive_markdown(doc)
+    assert "| 1 | DGC | 60.50 ± 0.50 | 1.00 ± 0.00 | 0.500 ± 0.000 | 1.000 ± 0.000 | 0.500 ± 0.000 | 0.250 ± 0.000 |" in md
+    plot_adaptive(doc, tmp_path / "a.png")
+    assert (tmp_path / "a.png").stat().st_size > 0
+
+
+def test_adaptive_refuses_bad_budgets():
+    from fl_mdisc.adaptive_sweep import adaptive
+
+    for bad in ("budgets=[0]", "budgets=[x]"):
+        with pytest.raises(ConfigError, match="budgets"):
+            adaptive([bad])
