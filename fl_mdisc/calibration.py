@@ -36,10 +36,10 @@ label proportions. The server knows the law, not the clients' data.
 
 The FPR window (``strategy.fpr_window``). Under non-IID data the simulated population is a stand-in for the real
 federation, and its trajectory is not the real one: measured (Dirichlet alpha = 0.1, 10 clients, seed 0), at
-theta_start the simulated and the real honest statistic agree (simulated q98 0.95; real clients with the same label
-proportions within 0.05-0.2 of their simulated twins), but over the rounds the simulated population's statistic calms
-down (median 0.13 in rounds 1-10, 0.03-0.09 later) while the real fixed federation's does not (0.19-0.25 in every
-block of 10 rounds). A threshold fitted on all simulated rounds pooled then flagged 15.6 % of real honest updates.
+theta_start the simulated and the real honest statistic agree (simulated q98 0.95; a simulated twin given a real
+client's label proportions scores within 0.06 of it in the median, 0.23 at most), but over the rounds the simulated
+population's statistic calms down (median 0.13 in rounds 1-10, 0.03-0.10 later) while the real fixed federation's
+does not (0.18-0.24 in every block of 10 rounds; ``benchmarks/calibration_transfer.py``). A threshold fitted on all simulated rounds pooled then flagged 15.6 % of real honest updates.
 So under non-IID the threshold is an *envelope*: the target FPR must hold in every window of ``fpr_window`` (10)
 simulated rounds, mu = the largest of the windows' thresholds and tau = 0 (:func:`fit_threshold`). Under IID the
 simulated federation has the real one's shape (the same N - f honest clients, K per round) and the pooled fit
