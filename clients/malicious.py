@@ -16,6 +16,12 @@
   an honest update instead (``attack-paused``): it damages without collapsing training (measured: a constant-norm
   attacker at 1.5-2x the honest norm drove ST to chance on some burn-ins, and an on/off pause at d = 15 did not stop
   the server momentum's run-away) and pushes again once the model recovers.
+* ``adaptive_update`` (ours): the same lambda-update made aware of DGC (:mod:`fl_mdisc.adaptive`, threat model there):
+  with ``attack.md_budget = b`` it sends the largest multiple c* in [0, 1] of its update whose estimated DGC statistic
+  (on its own clean images, against the burn-in theta_hist every client receives) stays within b x its own honest
+  level; ``md_budget: null`` is the plain lambda-update, bit for bit. The trigger round is never held back.
+* ``accumulative`` with ``attack.beta > 0``: the seed paper's MD-aware poison (Eq. 21, :mod:`fl_mdisc.attack`), theta*
+  = the burn-in historical checkpoint DSC uses.
 * ``crash``: the client raises (Flower turns it into an error reply; the round goes on without it).
 * ``nan`` / ``shape`` / ``scale``: hostile replies (NaN values, a missing array, an honest update times
   ``factor``) that exercise the server's validation and clipping; ``spoof``: an honest update times ``factor`` sent
