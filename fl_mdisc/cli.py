@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stream", action="store_true")
     p.set_defaults(fn=lambda a: (__import__("fl_mdisc.table3", fromlist=["x"]).table3(a.overrides, not a.stream), 0)[1])
     p = sub.add_parser("adaptive", help="the DGC-aware attacker: budgets x strategies x seeds (federated)")
-    p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] budgets=[unaware,2,1,0.5] strategies=[..]")
+    p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] budgets=[unaware,4,2,1] strategies=[..]")
     p.add_argument("--stream", action="store_true")
     p.set_defaults(fn=lambda a: (__import__("fl_mdisc.adaptive_sweep", fromlist=["x"]).adaptive(a.overrides, not a.stream), 0)[1])
     p = sub.add_parser("bench", help="cost of DSC/AT/DGC and of the Flower/Ray layer (bench.json, bench.md)")
