@@ -137,7 +137,7 @@ def table3(overrides: list[str], quiet: bool = True) -> dict:
     if any(b < 0 for b in betas):
         raise ConfigError(f"betas must be >= 0, got {betas}")
     rest = [o for o in overrides if not o.startswith("out_dir=")]
-    base = compose(rest)
+    base = compose(["attack=stream_poison", *rest])  # attack.* overrides (md_form, eps, ...) address this attack
     out = Path(_get(overrides, "out_dir") or f"outputs/table3-{base.preset_name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     R = int(_get(rest, "num_rounds") or base.tables.table1_rounds)

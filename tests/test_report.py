@@ -235,3 +235,25 @@ def test_reused_cells_must_share_beta_and_the_dgc_fit_window(tmp_path):
     cell = recorded(dgc + ["fed.partition=dirichlet"], drop=("fpr_window",))
     with pytest.raises(FlMdiscError, match="strategy.fpr_window: None != 10"):
         check_cell_matches({"name": "c", "overrides": dgc + ["fed.partition=dirichlet"]}, cell)
+
+
+def test_table3_cells_carry_attack_overrides(monkeypatch, tmp_path):
+    from fl_mdisc import tables
+    from fl_mdisc.config import compose
+    from fl_mdisc.table3 import table3
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def fake_run_cells(cells, quiet=True):
+        seen.extend(cells)
+        raise Stop
+
+    monkeypatch.setattr(tables, "run_cells", fake_run_cells)
+    with pytest.raises(Stop):
+        table3(["attack.md_form=input", "betas=[0,0.1]", "methods=[dsc]", f"out_dir={tmp_path}"])
+    assert [c["name"] for c in seen] == ["online-dsc-b0-s0", "online-dsc-b0.1-s0"]
+    cfg = compose(seen[1]["overrides"])
+    assert (cfg.attack.name, cfg.attack.md_form, cfg.attack.beta, cfg.defense.name) == ("stream_poison", "input", 0.1, "dsc")
