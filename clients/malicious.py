@@ -162,10 +162,10 @@ def val_accuracy(model, x, y) -> float:
     return acc
 
 
-def honest_reference_norm(cfg, plan, model, stream_idx, rnd: int, pid: int) -> float:
-    """||Delta|| of the update an honest client would send this round from the attacker's own clean stream
-    batch (same batch size, augmentation, client lr and local steps); the model is left unchanged."""
-    step = stream_step(cfg, rnd, pid) if rnd > 1 else 0
+def honest_update(cfg, plan, model, stream_idx, step: int, rnd: int, pid: int) -> list[torch.Tensor]:
+    """Delta = theta' - theta of the update an honest client would send from batch ``step`` of the attacker's own
+    clean stream (same batch size, augmentation of round ``rnd``, client lr and local steps); the model (parameters and
+    BatchNorm statistics) is left unchanged."""
     idx = stream_batch(stream_idx, int(cfg.fed.batch_size), int(cfg.seed), pid, step)
     x, y = batch_tensors(cfg, plan, idx, rnd, pid)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -173,9 +173,15 @@ def honest_reference_norm(cfg, plan, model, stream_idx, rnd: int, pid: int) -> f
     buffers = [b.detach().clone() for b in model.buffers()]  # BatchNorm statistics stay as they were
     local_sgd(model, x, y, float(cfg.fed.client_lr), int(cfg.fed.local_steps))
     with torch.no_grad():
-        norm = grads_norm([p - b for p, b in zip(params, before)])
+        delta = [p - b for p, b in zip(params, before)]
         for p, b in zip(params, before):
             p.copy_(b)
         for b, saved in zip(model.buffers(), buffers):
             b.copy_(saved)
-    return norm
+    return delta
+
+
+def honest_reference_norm(cfg, plan, model, stream_idx, rnd: int, pid: int) -> float:
+    """||Delta|| of the update an honest client would send this round from the attacker's own clean stream batch."""
+    step = stream_step(cfg, rnd, pid) if rnd > 1 else 0
+    return grads_norm(honest_update(cfg, plan, model, stream_idx, step, rnd, pid))

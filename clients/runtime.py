@@ -110,33 +110,18 @@ def adaptive_probe(cfg_json: str, pid: int, hist_path: str, hist_sha: str) -> tu
 def adaptive_reference(cfg_json: str, pid: int, start_path: str, start_sha: str, hist_path: str, hist_sha: str) -> float:
     """The DGC-aware attacker's honest reference level: ``attack.ref_quantile`` of its estimate of DGC's statistic
     over the honest updates of its first ``attack.ref_batches`` clean stream batches at theta_start (deterministic)."""
-    from clients.honest import batch_tensors
+    from clients.malicious import honest_update
     from fl_mdisc.adaptive import estimated_statistic, reference_level
-    from fl_mdisc.data import stream_batch
-    from fl_mdisc.train import local_sgd
 
     cfg = config(cfg_json)
     p = plan(cfg_json)
-    dev = device(cfg)
-    model = load_model(cfg, start_path, start_sha, dev)
-    params = [q for q in model.parameters() if q.requires_grad]
-    theta = [q.detach().clone() for q in params]
-    buffers = [b.detach().clone() for b in model.buffers()]
+    model = load_model(cfg, start_path, start_sha, device(cfg))
+    theta = [q.detach().clone() for q in model.parameters() if q.requires_grad]
     probe_x, hist_logits = adaptive_probe(cfg_json, pid, hist_path, hist_sha)
     C = start_reference_norm(cfg_json, pid, start_path, start_sha)
-    eta = float(cfg.fed.server_lr)
-    vals = []
-    for j in range(int(cfg.attack.ref_batches)):
-        idx = stream_batch(p.attacker[pid][2], int(cfg.fed.batch_size), int(cfg.seed), pid, j)
-        x, y = batch_tensors(cfg, p, idx, j + 1, pid)
-        local_sgd(model, x, y, float(cfg.fed.client_lr), int(cfg.fed.local_steps))
-        with torch.no_grad():
-            delta = [q.detach() - t for q, t in zip(params, theta)]
-            for q, t in zip(params, theta):
-                q.copy_(t)
-            for b, saved in zip(model.buffers(), buffers):
-                b.copy_(saved)
-        vals.append(estimated_statistic(model, theta, delta, eta, C, probe_x, hist_logits))
+    vals = [estimated_statistic(model, theta, honest_update(cfg, p, model, p.attacker[pid][2], j, j + 1, pid),
+                                float(cfg.fed.server_lr), C, probe_x, hist_logits)
+            for j in range(int(cfg.attack.ref_batches))]
     return reference_level(vals, float(cfg.attack.ref_quantile))
 
 
