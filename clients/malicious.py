@@ -134,14 +134,14 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
 def _within_md_budget(cfg_json, cfg, model, g, pid: int, conf) -> tuple[list, dict]:
     """The DGC-aware attacker's last step (fl_mdisc/adaptive.py): the update is Delta = -g (client lr 1, raw
     gradient); send c* Delta, the largest multiple whose estimated DGC statistic stays within the budget."""
-    from fl_mdisc.adaptive import estimated_statistic, largest_scale_within, probe_md
+    from fl_mdisc.adaptive import budget_at, estimated_statistic, largest_scale_within, probe_md
 
     a = cfg.attack
     start, hist = (str(conf["start-path"]), str(conf["start-sha"])), (str(conf["hist-path"]), str(conf["hist-sha"]))
     probe_x, hist_logits = runtime.adaptive_probe(cfg_json, pid, *hist)
-    ref = runtime.adaptive_reference(cfg_json, pid, *start, *hist)
-    budget = float(a.md_budget) * ref
-    C = runtime.start_reference_norm(cfg_json, pid, *start)
+    fit = runtime.adaptive_calibration(cfg_json, pid, *start, *hist)
+    budget, ref = budget_at(fit, float(a.md_budget), int(conf["server-round"]))
+    C = float(fit["clip_norm"])
     params = [p for p in model.parameters() if p.requires_grad]
     theta = [p.detach().clone() for p in params]
     delta = [-gi for gi in g]

@@ -107,22 +107,19 @@ def adaptive_probe(cfg_json: str, pid: int, hist_path: str, hist_sha: str) -> tu
 
 
 @functools.lru_cache(maxsize=8)
-def adaptive_reference(cfg_json: str, pid: int, start_path: str, start_sha: str, hist_path: str, hist_sha: str) -> float:
-    """The DGC-aware attacker's honest reference level: ``attack.ref_quantile`` of its estimate of DGC's statistic
-    over the honest updates of its first ``attack.ref_batches`` clean stream batches at theta_start (deterministic)."""
-    from clients.malicious import honest_update
-    from fl_mdisc.adaptive import estimated_statistic, reference_level
+def adaptive_calibration(cfg_json: str, pid: int, start_path: str, start_sha: str, hist_path: str, hist_sha: str) -> dict:
+    """The DGC-aware attacker's estimate of the server's calibration (C_hat, P_hat_t = mu + tau t): DGC's public rule
+    run on its own clean stream images with its own probe (:func:`fl_mdisc.adaptive.attacker_calibration`; cached
+    beside the burn-in, normally prepared by the launcher before the run: :func:`prepare_attackers`)."""
+    from pathlib import Path
+
+    from fl_mdisc.adaptive import attacker_calibration, attacker_images
 
     cfg = config(cfg_json)
-    p = plan(cfg_json)
-    model = load_model(cfg, start_path, start_sha, device(cfg))
-    theta = [q.detach().clone() for q in model.parameters() if q.requires_grad]
-    probe_x, hist_logits = adaptive_probe(cfg_json, pid, hist_path, hist_sha)
-    C = start_reference_norm(cfg_json, pid, start_path, start_sha)
-    vals = [estimated_statistic(model, theta, honest_update(cfg, p, model, p.attacker[pid][2], j, j + 1, pid),
-                                float(cfg.fed.server_lr), C, probe_x, hist_logits)
-            for j in range(int(cfg.attack.ref_batches))]
-    return reference_level(vals, float(cfg.attack.ref_quantile))
+    entry = {"dir": str(Path(start_path).parent), "start": start_path, "start_sha": start_sha,
+             "hist": hist_path, "hist_sha": hist_sha}
+    return attacker_calibration(cfg, entry, pid, *attacker_images(cfg, plan(cfg_json), pid), log=lambda m: None,
+                                device=str(device(cfg)))
 
 
 def device(cfg) -> torch.device:

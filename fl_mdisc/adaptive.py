@@ -5,8 +5,9 @@ A defence is judged by its strongest attacker (Tramer et al., NeurIPS 2020). The
 counterpart against DGC (:mod:`strategies.dgc`): the lambda-update attacker of Pang's federated harness that knows
 how DGC scores an update and keeps its own estimate of that score under a budget, trading damage for stealth.
 
-Threat model. The attacker knows: the protocol (server lr eta, the GC/DGC rules and their statistic, the clients'
-batch size, lr and local steps), the global model theta_t it receives every round, the burn-in historical checkpoint
+Threat model. The attacker knows: the protocol (server lr eta, the GC/DGC rules, their statistic and their
+calibration rule, the clients' batch size, lr and local steps, the federation's shape: N, K, the number of
+attackers, the partition law), the global model theta_t it receives every round, the burn-in historical checkpoint
 theta_hist that DGC measures against (``strategy.hist=burnin``; every client receives it, as DSC needs it), and its
 own clean data (its validation batch and stream). It does not know: the server's probe set, the server's calibration
 set and therefore the exact C and P_t, the honest clients' data or updates.
@@ -16,15 +17,28 @@ What it computes. DGC's default statistic (``increase``) for an update Delta is
     s(Delta) = MD_P(theta_t + eta f(Delta) Delta) - MD_P(theta_t),
     MD_P(theta) = mean_{x in P} KL(softmax f(x; theta_hist) || softmax f(x; theta)),   f(Delta) = min(1, C / ||Delta||).
 
-The attacker estimates it, s_hat, with its own clean validation images as P (the first ``attack.probe_size``) and
-C_hat = the norm of the honest update it computes at theta_start (the server's C rule is the median honest norm).
-Its reference level is the ``attack.ref_quantile`` (0.9) quantile of s_hat over the honest updates of its first
-``attack.ref_batches`` (8) clean stream batches at theta_start (computed once, deterministic): what an honest client
-scores. Budget b = ``attack.md_budget`` x that level (null: unaware, the plain lambda-update). Each round it builds
-the lambda-update exactly as ``attack=lambda_update`` does (direction, norm rule, stealth pause) and sends c* Delta
-with
+The attacker estimates it, s_hat, with its own clean validation images as P (the first ``attack.probe_size``).
+Its budget is a multiple of *the calibrated honest level*: DGC's calibration rule is public
+(:mod:`fl_mdisc.calibration`: simulate a clean federation of the announced shape from theta_start, C = the median
+honest norm of its first 10 rounds, P_t = mu + tau t fitted so that at most ``target_fpr`` of the simulated honest
+statistics lie above it), so the attacker runs that same rule with its own clean images (stream and validation batch) in place of the
+server's calibration set and its own probe in place of the server's (:func:`attacker_calibration`, over the rounds
+it attacks, cached beside the burn-in and prepared before the run starts). That gives its estimates C_hat and
+P_hat_t of the server's C and P_t, with the server's own estimator; the budget in round t is
 
-    c* = max { c in [0, 1] : s_hat(c Delta) <= b }      (bisection, ``attack.search_steps`` = 10 halvings),
+    b_t = ``attack.md_budget`` x max(P_hat_t, 1e-6)          (null: unaware, the plain lambda-update),
+
+so md_budget = 1 aims at the threshold it believes DGC uses and md_budget < 1 keeps a safety margin below it. It
+uses DGC's configuration when the run's strategy is DGC, else DGC's defaults (``conf/strategy/dgc.yaml``): the same
+attacker in every strategy column of ``fl-mdisc adaptive``. (A first version measured the honest level as a quantile of
+its own honest updates' statistic at theta_start only: measured 30x below DGC's P, because the increase statistic of
+honest updates is centred near 0 and its spread over the rounds is what the server's threshold covers; a multiple of a
+level centred near 0 is no budget.)
+
+Each round it builds the lambda-update exactly as ``attack=lambda_update`` does (direction, norm rule, stealth pause)
+and sends c* Delta with
+
+    c* = max { c in [0, 1] : s_hat(c Delta) <= b_t }      (bisection, ``attack.search_steps`` = 10 halvings),
 
 the largest multiple of its update that its own estimate lets through; c* = 1 when the whole update already fits.
 Bisection assumes s_hat(c Delta) grows with c (true for the small steps of one round in our measurements); the
@@ -80,9 +94,83 @@ def largest_scale_within(stat, budget: float, steps: int = 10) -> tuple[float, f
     return lo, s_lo
 
 
-def reference_level(values: list[float], quantile: float) -> float:
-    """The honest reference of the budget: the ``quantile`` of the attacker's honest estimates, floored at a small
-    positive value (the increase statistic of honest updates is centred near 0, so a budget must not be <= 0)."""
-    v = np.asarray(values, dtype=np.float64)
-    q = float(np.quantile(v, quantile)) if len(v) else 0.0
-    return max(q, 1e-6)
+def attacker_view(cfg):
+    """The run's configuration as the DGC-aware attacker models it: the strategy is DGC (the run's own when it is DGC,
+    else ``conf/strategy/dgc.yaml``) with the server's fitted values unknown (C, mu, tau null), its probe of
+    ``attack.probe_size`` images, and the simulation limited to the rounds it attacks."""
+    from omegaconf import OmegaConf
+
+    from .config import conf_dir
+
+    view = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    if view.strategy.name != "dgc":
+        view.strategy = OmegaConf.load(conf_dir() / "strategy" / "dgc.yaml")
+    view.strategy.clip_norm = view.strategy.mu = view.strategy.tau = None
+    view.strategy.probe_size = int(cfg.attack.probe_size)
+    view.strategy.calib_rounds = min(int(view.strategy.get("calib_rounds") or 50), int(cfg.num_rounds))
+    return view
+
+
+def attacker_calibration(cfg, entry: dict, pid: int, data, probe, log=print, device="cpu") -> dict:
+    """The server's calibration rule (:func:`fl_mdisc.calibration.simulate` and :func:`fit_threshold`) run by attacker
+    ``pid`` on its own clean images ``data`` with its own ``probe`` (image indices): {clip_norm, mu, tau, ...}.
+    Cached as ``attacker-calibration-<key>.json`` beside the burn-in (the key: the server's calibration key of the
+    attacker's view plus the attacker's image indices)."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from .calibration import calibration_key, fit_threshold, fpr_window, simulate, statistic_values
+    from .config import config_hash
+
+    view = attacker_view(cfg)
+    data, probe = np.asarray(data, dtype=np.int64), np.asarray(probe, dtype=np.int64)
+    key = calibration_key(view, entry) | {
+        "attacker": int(pid), "data": hashlib.sha256(data.tobytes()).hexdigest()[:16],
+        "probe": hashlib.sha256(probe.tobytes()).hexdigest()[:16]}
+    path = Path(entry["dir"]) / f"attacker-calibration-{config_hash(key)}.json"
+    if path.is_file():
+        try:
+            fit = json.loads(path.read_text())
+            if fit.get("key") == key:
+                return fit
+        except ValueError:
+            pass
+    log(f"attacker {pid}: running DGC's calibration rule on its own {len(data)} images ({key['rounds']} rounds)")
+    sim = simulate(view, entry, log=log, device=device, data=data, probe=probe)
+    steps, vals = statistic_values(sim.pop("records"), key["statistic"])
+    mu, tau = fit_threshold(steps, vals, key["target_fpr"], fpr_window(view))
+    fit = {"key": key, **sim, "mu": mu, "tau": tau, "statistic": key["statistic"], "target_fpr": key["target_fpr"]}
+    tmp = path.with_suffix(f".{pid}.tmp")
+    tmp.write_text(json.dumps(fit, indent=1))
+    tmp.rename(path)
+    log(f"attacker {pid}: C_hat = {fit['clip_norm']:.4g}, P_hat_t = {mu:.4g} + {tau:.3g} * t [{fit['seconds']}s]")
+    return fit
+
+
+def budget_at(fit: dict, md_budget: float, rnd: int) -> tuple[float, float]:
+    """(b_t, P_hat_t): the budget md_budget x max(P_hat_t, 1e-6) of round ``rnd`` (t = rnd - 1, the server's step)."""
+    level = max(float(fit["mu"]) + float(fit["tau"]) * (int(rnd) - 1), 1e-6)
+    return float(md_budget) * level, level
+
+
+def prepare_attackers(cfg, entry: dict, log=print, device="cpu") -> None:
+    """Compute (or load) every DGC-aware attacker's :func:`attacker_calibration` before the run starts, so that its
+    first round does not wait minutes inside a ClientApp call (the launcher calls it beside the burn-in)."""
+    if cfg.attack.name != "adaptive_update" or cfg.attack.get("md_budget") is None:
+        return
+    from .experiment import make_plan
+
+    plan = make_plan(cfg)
+    for pid in sorted(plan.malicious):
+        attacker_calibration(cfg, entry, pid, *attacker_images(cfg, plan, pid), log=log, device=device)
+
+
+def attacker_images(cfg, plan, pid: int) -> tuple[np.ndarray, np.ndarray]:
+    """(data, probe) of attacker ``pid``: its probe is the first ``attack.probe_size`` images of its validation batch,
+    its calibration data the rest of that batch and its clean stream (disjoint from the probe)."""
+    val_idx, _, stream_idx = plan.attacker[pid]
+    k = int(cfg.attack.probe_size)
+    data = np.concatenate([np.asarray(stream_idx if stream_idx is not None else [], dtype=np.int64),
+                           np.asarray(val_idx[k:], dtype=np.int64)])
+    return data, np.asarray(val_idx[:k], dtype=np.int64)

@@ -1,7 +1,8 @@
 """``fl-mdisc adaptive``: does DGC force the DGC-aware attacker into harmlessness, or can it be evaded?
 
-Sweeps the attacker's budget (``budgets=[unaware,4,2,1]``: ``unaware`` is the plain lambda-update, a number is
-``attack.md_budget``, :mod:`fl_mdisc.adaptive`) against ``strategies=[st,gc,dgc,multikrum]`` and ``seeds`` in the
+Sweeps the attacker's budget (``budgets=[unaware,2,1,0.5]``: ``unaware`` is the plain lambda-update, a number is
+``attack.md_budget``, a multiple of the threshold the attacker estimates with DGC's own calibration rule: 1 aims at
+it, 2 exceeds it, 0.5 keeps a margin; :mod:`fl_mdisc.adaptive`) against ``strategies=[st,gc,dgc,multikrum]`` and ``seeds`` in the
 federated protocol (the preset's 5-client federation unless overridden; 50 rounds + trigger, like the grid). Per
 budget and strategy: mean test accuracy over the evaluations, trigger drop, DGC's recall and precision, and the
 attacker's mean sent update norm and scale (what the budget leaves of its update). Outputs ``adaptive.{md,csv,json,
@@ -136,7 +137,7 @@ def adaptive(overrides: list[str], quiet: bool = True) -> dict:
     command = "fl-mdisc adaptive " + " ".join(overrides)
     seeds, overrides = pop_list(overrides, "seeds", [0])
     strategies, overrides = pop_list(overrides, "strategies", ["st", "gc", "dgc", "multikrum"])
-    raw, overrides = pop_list(overrides, "budgets", ["unaware", "4", "2", "1"])
+    raw, overrides = pop_list(overrides, "budgets", ["unaware", "2", "1", "0.5"])
     budgets = []
     for b in raw:
         if b in ("unaware", "null", "none"):

@@ -234,19 +234,22 @@ def label_skew(cfg, n_clients: int, seed: int, num_classes: int = 10) -> tuple[n
 class _Sim:
     """The simulated clean federation (server side, no Flower): honest updates from the calibration set."""
 
-    def __init__(self, cfg, entry, device="cpu") -> None:
+    def __init__(self, cfg, entry, device="cpu", data=None, probe=None) -> None:
         from .burnin import load_model
 
         ds = load_dataset(cfg.dataset.name, cfg.data_root)
         split = split_of(cfg, len(ds.y_train))
-        self.data = split.calib if len(split.calib) else split.burnin_train
-        self.seen_by_burnin = not len(split.calib)
+        if data is not None:  # another party's clean images (the DGC-aware attacker's own, fl_mdisc/adaptive.py)
+            self.data = np.asarray(data)
+        else:
+            self.data = split.calib if len(split.calib) else split.burnin_train
+        self.seen_by_burnin = data is None and not len(split.calib)
         self.ds, self.cfg, self.dev = ds, cfg, device
         self.model = load_model(cfg, entry["start"], entry["start_sha"], device)
         self.start = get_params(self.model)
         self.hist = get_params(load_model(cfg, entry["hist"], entry["hist_sha"], device))
         size = int(cfg.strategy.get("probe_size") or cfg.split.probe)
-        probe_x = to_float(ds.x_train[split.probe[:size]]).to(device)
+        probe_x = to_float(ds.x_train[split.probe[:size] if probe is None else np.asarray(probe)]).to(device)
         self.probe = ProbeMD(load_model(cfg, entry["start"], entry["start_sha"], device), probe_x, self.hist)
         self.seed = int(cfg.burnin.seed)
         self.B = int(cfg.fed.batch_size)
@@ -255,6 +258,12 @@ class _Sim:
         self.skew, self.sizes = (None, None) if law is None else law
         labels = ds.y_train[self.data]
         self.by_class = [self.data[labels == c] for c in range(10)]
+        if self.skew is not None and any(len(b) == 0 for b in self.by_class):  # a class absent from the data at hand:
+            have = np.array([len(b) > 0 for b in self.by_class], dtype=np.float64)  # its share goes to the others
+            self.skew = self.skew * have
+            empty = self.skew.sum(1) <= 0
+            self.skew[empty] = have  # a simulated client that held only absent classes: uniform over the present ones
+            self.skew = self.skew / self.skew.sum(1, keepdims=True)
         if len(self.data) < self.B:
             raise ValueError(f"the calibration set has {len(self.data)} images, fewer than one batch of {self.B}; "
                              "raise split.calib")
@@ -287,11 +296,12 @@ def _norm(u, kind: str = "l2") -> float:
     return float(np.sqrt(sum(float(np.vdot(a, a)) for a in u)))
 
 
-def simulate(cfg, entry, log=print, device="cpu") -> dict:
-    """Run the simulated clean federation; return the per-update records and C."""
+def simulate(cfg, entry, log=print, device="cpu", data=None, probe=None) -> dict:
+    """Run the simulated clean federation; return the per-update records and C. ``data`` / ``probe``: image indices
+    replacing the server's calibration and probe sets (the DGC-aware attacker runs the rule on its own images)."""
     from .sampling import sample_round
 
-    sim = _Sim(cfg, entry, device)
+    sim = _Sim(cfg, entry, device, data=data, probe=probe)
     nh, kh = n_honest(cfg), honest_per_round(cfg)
     R = calib_rounds(cfg)
     lr, mom, eta = float(cfg.fed.server_lr), float(cfg.fed.server_momentum), float(cfg.fed.server_lr)
@@ -336,7 +346,8 @@ def simulate(cfg, entry, log=print, device="cpu") -> dict:
            "clip_norm_p90": float(np.percentile(first, 90)), "n_honest": nh, "honest_per_round": kh, "population": sim.population, "rounds": R,
            "records": recs, "seconds": round(time.time() - t0, 1),
            "data": "burn-in training images (split.calib=0)" if sim.seen_by_burnin else
-           f"the server's calibration set ({len(sim.data)} images held out of the burn-in)"}
+           f"the server's calibration set ({len(sim.data)} images held out of the burn-in)" if data is None else
+           f"{len(sim.data)} given images"}
     return out
 
 

@@ -48,8 +48,13 @@ def warm_burnin(cfg) -> None:
 
     from .burnin import ensure_burnin
 
+    from .adaptive import prepare_attackers
+    from .train import pick_device
+
     torch.set_num_threads(int(cfg.server_threads))
-    ensure_burnin(cfg, log=lambda m: print(f"fl-mdisc: {m}", flush=True))
+    say = lambda m: print(f"fl-mdisc: {m}", flush=True)  # noqa: E731
+    entry = ensure_burnin(cfg, log=say)
+    prepare_attackers(cfg, entry, log=say, device=str(pick_device(cfg)))  # the DGC-aware attacker's own calibration
 
 
 def gpus_per_client(cfg) -> float:
@@ -176,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stream", action="store_true")
     p.set_defaults(fn=lambda a: (__import__("fl_mdisc.table3", fromlist=["x"]).table3(a.overrides, not a.stream), 0)[1])
     p = sub.add_parser("adaptive", help="the DGC-aware attacker: budgets x strategies x seeds (federated)")
-    p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] budgets=[unaware,4,2,1] strategies=[..]")
+    p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] budgets=[unaware,2,1,0.5] strategies=[..]")
     p.add_argument("--stream", action="store_true")
     p.set_defaults(fn=lambda a: (__import__("fl_mdisc.adaptive_sweep", fromlist=["x"]).adaptive(a.overrides, not a.stream), 0)[1])
     p = sub.add_parser("bench", help="cost of DSC/AT/DGC and of the Flower/Ray layer (bench.json, bench.md)")

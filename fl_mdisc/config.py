@@ -209,8 +209,10 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError("attack=adaptive_update models DGC against the burn-in historical checkpoint; use "
                               "strategy.hist=burnin (the attacker does not keep the lagged global models)")
         _num(cfg, "attack.md_budget", 0, lo_open=True, allow_none=True)
-        _num(cfg, "attack.ref_batches", 1, integer=True)
-        _num(cfg, "attack.ref_quantile", 0, 1)
+        _num(cfg, "attack.probe_size", 1, integer=True)
+        if int(cfg.attack.probe_size) >= int(cfg.attack.val_size):
+            raise ConfigError(f"attack.probe_size={cfg.attack.probe_size} must be below attack.val_size="
+                              f"{cfg.attack.val_size} (the attacker's probe is part of its validation batch)")
         _num(cfg, "attack.search_steps", 1, integer=True)
     if cfg.attack.name in LAMBDA_ATTACKS:
         _num(cfg, "attack.lam", 0, lo_open=True)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fl_mdisc.adaptive import estimated_statistic, largest_scale_within, reference_level
+from fl_mdisc.adaptive import attacker_calibration, budget_at, estimated_statistic, largest_scale_within
 from fl_mdisc.burnin import ensure_burnin, load_model
 from fl_mdisc.config import to_json
 from fl_mdisc.errors import ConfigError
@@ -23,9 +23,10 @@ class TestLargestScaleWithin:
         assert largest_scale_within(lambda c: c, 2.0) == (1.0, 1.0)
         assert largest_scale_within(lambda c: 1.0 + c, 0.5, steps=5) == (0.0, 0.0)
 
-    def test_reference_level_is_a_positive_quantile(self):
-        assert reference_level([0.1, 0.2, 0.3, 0.4, 0.5], 0.5) == 0.3
-        assert reference_level([-0.3, -0.2], 0.9) == 1e-6  # honest increases at or below 0: floor
+    def test_budget_is_a_multiple_of_the_calibrated_level_of_the_round(self):
+        fit = {"mu": 0.1, "tau": 0.01}
+        assert budget_at(fit, 0.5, 3) == pytest.approx((0.5 * 0.12, 0.12))  # round 3: server step t = 2
+        assert budget_at({"mu": -0.2, "tau": 0.0}, 2.0, 1) == (2e-6, 1e-6)  # a level at or below 0: floor
 
 
 def test_estimated_statistic_by_hand():
@@ -49,8 +50,8 @@ def test_estimated_statistic_by_hand():
 
 
 def _adaptive(tiny, *extra):
-    return tiny_cfg(tiny, "strategy=dgc", "attack=adaptive_update", "attack.norm_multiple=2.0", "attack.ref_batches=3",
-                    "attack.probe_size=32", *extra)
+    return tiny_cfg(tiny, "strategy=dgc", "attack=adaptive_update", "attack.norm_multiple=2.0", "attack.probe_size=32",
+                    *extra)
 
 
 def test_sent_update_meets_its_own_budget(tiny):
@@ -58,7 +59,7 @@ def test_sent_update_meets_its_own_budget(tiny):
     from clients.malicious import train_malicious
     from fl_mdisc.adaptive import estimated_statistic as est
 
-    cfg = _adaptive(tiny, "attack.md_budget=0.05", "attack.stealth_drop=null")
+    cfg = _adaptive(tiny, "attack.md_budget=0.005", "attack.stealth_drop=null")
     entry = ensure_burnin(cfg, log=lambda m: None)
     start = get_params(load_model(cfg, entry["start"], entry["start_sha"]))
     conf = {"start-path": entry["start"], "start-sha": entry["start_sha"], "hist-path": entry["hist"],
@@ -66,15 +67,16 @@ def test_sent_update_meets_its_own_budget(tiny):
     cj = to_json(cfg)
     pid = 2
     new, met = train_malicious(cj, start, conf, pid)
-    assert 0.0 <= met["attack-scale"] < 1.0  # a twentieth of the honest level: the update must shrink
-    assert met["attack-md-est"] <= met["attack-md-budget"] == pytest.approx(0.05 * met["attack-md-ref"])
+    assert 0.0 <= met["attack-scale"] < 1.0  # 1/200 of the calibrated level: the update must shrink
+    assert met["attack-md-est"] <= met["attack-md-budget"] == pytest.approx(0.005 * met["attack-md-ref"])
+    fit = runtime.adaptive_calibration(cj, pid, entry["start"], entry["start_sha"], entry["hist"], entry["hist_sha"])
+    assert met["attack-md-ref"] == pytest.approx(fit["mu"] + fit["tau"] * 1)  # round 2: P_hat at step 1
     # recompute the estimate independently from what was sent
     m = load_model(cfg, entry["start"], entry["start_sha"])
     theta = [p.detach().clone() for p in m.parameters() if p.requires_grad]
     delta = [torch.as_tensor(n - s) for n, s in zip(new, start)]
     probe_x, hist_logits = runtime.adaptive_probe(cj, pid, entry["hist"], entry["hist_sha"])
-    C = runtime.start_reference_norm(cj, pid, entry["start"], entry["start_sha"])
-    again = est(m, theta, delta, float(cfg.fed.server_lr), C, probe_x, hist_logits)
+    again = est(m, theta, delta, float(cfg.fed.server_lr), fit["clip_norm"], probe_x, hist_logits)
     assert again <= met["attack-md-budget"] + 1e-6 and again == pytest.approx(met["attack-md-est"], abs=1e-5)
     # a budget the whole update fits sends the plain lambda-update; unaware (null) too
     loose, met2 = train_malicious(to_json(_adaptive(tiny, "attack.md_budget=1e9", "attack.stealth_drop=null")), start, conf, pid)
@@ -85,11 +87,51 @@ def test_sent_update_meets_its_own_budget(tiny):
     assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(loose, plain, ref))
 
 
+def test_attacker_runs_the_servers_calibration_rule(tiny):
+    """Given the server's own calibration images and probe, the attacker's estimate is the server's fit exactly: the
+    rule is the same code, only the data differ."""
+    from fl_mdisc.calibration import calibrate
+    from fl_mdisc.data import load_dataset, split_of
+
+    cfg = _adaptive(tiny, "num_rounds=12", "strategy.calib_rounds=12", "strategy.probe_size=32",
+                    "strategy.target_fpr=0.1")
+    entry = ensure_burnin(cfg, log=lambda m: None)
+    split = split_of(cfg, len(load_dataset(cfg.dataset.name, cfg.data_root).y_train))
+    server = calibrate(cfg, entry, log=lambda m: None)
+    mine = attacker_calibration(cfg, entry, 2, split.calib, split.probe[:32], log=lambda m: None)
+    assert (mine["clip_norm"], mine["mu"], mine["tau"]) == (server["clip_norm"], server["mu"], server["tau"])
+
+
+def test_launcher_prepares_what_the_client_loads(tiny, monkeypatch):
+    """The launcher's preparation (before Ray starts) and the ClientApp compute the same cache key: the client only
+    loads it. Against a non-DGC strategy the attacker assumes DGC's defaults (the same attacker in every column)."""
+    from clients import runtime
+    from fl_mdisc import calibration
+    from fl_mdisc.adaptive import prepare_attackers
+
+    cfg = _adaptive(tiny, "strategy=st", "attack.probe_size=30")  # a probe no other test uses: a fresh cache entry
+    entry = ensure_burnin(cfg, log=lambda m: None)
+    said = []
+    prepare_attackers(cfg, entry, log=said.append)
+    assert any("calibration rule" in m for m in said)
+    monkeypatch.setattr(calibration, "simulate", lambda *a, **k: pytest.fail("the client re-simulated"))
+    fit = runtime.adaptive_calibration(to_json(cfg), 2, entry["start"], entry["start_sha"], entry["hist"], entry["hist_sha"])
+    assert fit["key"]["statistic"] == "increase" and fit["key"]["probe_size"] == 30 and fit["clip_norm"] > 0
+    again = []
+    prepare_attackers(cfg, entry, log=again.append)
+    assert again == []  # cached: nothing recomputed
+    none = []
+    prepare_attackers(_adaptive(tiny, "attack.md_budget=null"), entry, log=none.append)
+    assert none == []  # the unaware attacker needs no calibration
+
+
 def test_config_rules(tiny):
     with pytest.raises(ConfigError, match="hist=burnin"):
         _adaptive(tiny, "strategy.hist=lag")
     with pytest.raises(ConfigError, match="md_budget"):
         _adaptive(tiny, "attack.md_budget=0")
+    with pytest.raises(ConfigError, match="probe_size"):
+        _adaptive(tiny, "attack.probe_size=50")  # val_size is 50 in the tiny config
 
 
 def test_adaptive_report(tmp_path):
