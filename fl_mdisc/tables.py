@@ -85,6 +85,11 @@ def check_cell_matches(cell: dict, out: Path) -> None:
     wanted = compose(cell["overrides"])
     diff = [f"{k}: {_key(recorded, k)} != {_key(wanted, k)}" for k in CELL_KEYS
             if _key(recorded, k) != _key(wanted, k) and not (k in FITTED_KEYS and _key(wanted, k) is None)]
+    if _key(recorded, "attack.ref_quantile") is not None and _key(recorded, "attack.md_budget") is not None:
+        # the DGC-aware attacker's first budget rule (a multiple of its honest statistic at theta_start, retired with
+        # the key): same md_budget, another question; unaware cells (md_budget null) never used it and stay valid
+        diff.append("attack.md_budget: a multiple of the retired theta_start reference (attack.ref_quantile) != a "
+                    "multiple of the calibrated level")
     if diff:
         raise FlMdiscError(f"cell {cell['name']} in {out} was run with another config ({'; '.join(diff)}); "
                            "use another out_dir, or delete that cell folder to rerun it")

@@ -257,3 +257,28 @@ def test_table3_cells_carry_attack_overrides(monkeypatch, tmp_path):
     assert [c["name"] for c in seen] == ["online-dsc-b0-s0", "online-dsc-b0.1-s0"]
     cfg = compose(seen[1]["overrides"])
     assert (cfg.attack.name, cfg.attack.md_form, cfg.attack.beta, cfg.defense.name) == ("stream_poison", "input", 0.1, "dsc")
+
+
+def test_cells_of_the_retired_adaptive_budget_rule_are_not_reused(tmp_path):
+    from omegaconf import OmegaConf
+
+    from fl_mdisc.config import compose
+    from fl_mdisc.errors import FlMdiscError
+    from fl_mdisc.tables import check_cell_matches
+
+    for budget, reusable in (("1.0", False), ("null", True)):
+        over = ["strategy=dgc", "attack=adaptive_update", f"attack.md_budget={budget}"]
+        cfg = compose(over)
+        cfg.attack.ref_quantile, cfg.attack.ref_batches = 0.9, 8  # recorded by the first rule
+        cell = tmp_path / f"c{budget}"
+        cell.mkdir()
+        (cell / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        if reusable:  # unaware: the rule never acted, the run is the plain lambda-update
+            check_cell_matches({"name": "c", "overrides": over}, cell)
+        else:
+            with pytest.raises(FlMdiscError, match="retired"):
+                check_cell_matches({"name": "c", "overrides": over}, cell)
+        fresh = tmp_path / f"new{budget}"
+        fresh.mkdir()
+        (fresh / "config.yaml").write_text(OmegaConf.to_yaml(compose(over)))
+        check_cell_matches({"name": "c", "overrides": over}, fresh)  # cells of the current rule: reused
