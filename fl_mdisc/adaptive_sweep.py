@@ -28,8 +28,13 @@ def _budget_name(b) -> str:
 
 
 def attacker_stats(rounds: list[dict]) -> dict:
-    """Mean over the poisoning rounds of the attackers' sent norm, scale (1 when unaware) and estimate."""
+    """Over the poisoning rounds (the trigger round excluded: the attacker never holds the trigger back, and DGC flags
+    it in every cell): the attackers' mean sent norm, scale (1 when unaware) and estimate, and DGC's recall (flagged
+    attacker updates / attacker updates) and precision (flagged attacker updates / flagged updates); None without
+    DGC's per-client flags."""
     norm, scale, est = [], [], []
+    tp = fn = fp = 0
+    seen = False
     for r in rounds:
         if r.get("phase") == "trigger":
             continue
@@ -39,8 +44,16 @@ def attacker_stats(rounds: list[dict]) -> dict:
                 scale.append(c.get("attack-scale", 1.0))
                 if "attack-md-est" in c:
                     est.append(c["attack-md-est"])
+            if "flagged" in c:
+                seen = True
+                if c.get("malicious"):
+                    tp, fn = tp + bool(c["flagged"]), fn + (not c["flagged"])
+                else:
+                    fp += bool(c["flagged"])
     mean = (lambda v: round(float(np.mean(v)), 4) if v else None)
-    return {"norm": mean(norm), "scale": mean(scale), "md_est": mean(est)}
+    return {"norm": mean(norm), "scale": mean(scale), "md_est": mean(est),
+            "recall": (tp / (tp + fn) if tp + fn else None) if seen else None,
+            "precision": (tp / (tp + fp) if tp + fp else 0.0) if seen else None}
 
 
 def _ms(vals):
@@ -57,12 +70,11 @@ def adaptive_rows(runs: list[dict]) -> list[dict]:
     for b in budgets:
         for strat in sorted({r["strategy"] for r in runs if r["budget"] == b}, key=lambda s: (rank.get(s, 99), s)):
             rs = [r for r in runs if r["budget"] == b and r["strategy"] == strat]
-            det = [r["summary"].get("detection") or {} for r in rs]
             att = [attacker_stats(r.get("rounds", [])) for r in rs]
             rows.append({"budget": _budget_name(b), "strategy": strat, "seeds": [r["seed"] for r in rs],
                          "accuracy": _ms([r["summary"].get("mean_accuracy") for r in rs]),
                          "trigger_drop": _ms([r["summary"].get("trigger_drop") for r in rs]),
-                         "recall": _ms([d.get("recall") for d in det]), "precision": _ms([d.get("precision") for d in det]),
+                         "recall": _ms([a["recall"] for a in att]), "precision": _ms([a["precision"] for a in att]),
                          "attacker_norm": _ms([a["norm"] for a in att]), "attacker_scale": _ms([a["scale"] for a in att]),
                          "attacker_md_est": _ms([a["md_est"] for a in att])})
     return rows
@@ -78,9 +90,11 @@ def adaptive_markdown(doc: dict) -> str:
     lines = [f"# The DGC-aware attacker (`fl-mdisc adaptive`, preset {doc['preset']}, {doc['rounds']} rounds, "
              f"seeds {doc['seeds']})", "",
              "Budget: the attacker keeps its own estimate of DGC's statistic (on its own clean images, with theta_hist "
-             "and the protocol) at most budget x the level of its own honest updates; `unaware` = the plain "
-             "lambda-update. Accuracy = mean test accuracy over the evaluations; recall/precision = DGC's flags; "
-             "attacker norm / scale = what it sent (mean over the poisoning rounds).", "",
+             "and the protocol) at most budget x the threshold it estimates by running DGC's calibration rule on its "
+             "own images; `unaware` = the plain lambda-update. Accuracy = mean test accuracy over the evaluations; "
+             "DGC recall/precision = DGC's flags on the poisoning rounds (the trigger round, never held back and "
+             "flagged in every DGC cell, excluded); attacker norm / scale = what it sent (mean over the poisoning "
+             "rounds).", "",
              "| budget | strategy | accuracy | trigger drop | DGC recall | DGC precision | attacker norm | attacker scale |",
              "|---|---|---|---|---|---|---|---|"]
     for r in doc["rows"]:

@@ -138,15 +138,19 @@ def test_adaptive_report(tmp_path):
     from fl_mdisc.adaptive_sweep import adaptive_markdown, adaptive_rows, attacker_stats, plot_adaptive
 
     def run(b, strat, seed, scale):
+        dgc = strat == "dgc"
         rounds = [{"phase": "accumulate", "clients": [
-            {"malicious": True, "attack-norm": 2.0 * scale, **({} if b is None else {"attack-scale": scale, "attack-md-est": 0.1})},
-            {"malicious": False}]} for _ in range(3)]
-        rounds.append({"phase": "trigger", "clients": [{"malicious": True, "attack-norm": 50.0}]})
-        det = {"detection": {"recall": 1.0 if b is None else 0.5, "precision": 1.0}} if strat == "dgc" else {}
+            {"malicious": True, "attack-norm": 2.0 * scale, **({} if b is None else {"attack-scale": scale, "attack-md-est": 0.1}),
+             **({"flagged": b is None or i % 2 == 0} if dgc else {})},
+            {"malicious": False, **({"flagged": False} if dgc else {})}]} for i in range(4)]
+        rounds.append({"phase": "trigger", "clients": [{"malicious": True, "attack-norm": 50.0,
+                                                        **({"flagged": True} if dgc else {})}]})  # not counted
         return {"budget": b, "strategy": strat, "seed": seed, "rounds": rounds,
-                "summary": {"mean_accuracy": 60.0 + seed, "trigger_drop": 1.0, **det}}
+                "summary": {"mean_accuracy": 60.0 + seed, "trigger_drop": 1.0}}
 
-    assert attacker_stats(run(None, "st", 0, 1.0)["rounds"]) == {"norm": 2.0, "scale": 1.0, "md_est": None}
+    assert attacker_stats(run(None, "st", 0, 1.0)["rounds"]) == {"norm": 2.0, "scale": 1.0, "md_est": None,
+                                                                 "recall": None, "precision": None}
+    assert attacker_stats(run(1.0, "dgc", 0, 0.25)["rounds"])["recall"] == 0.5  # 2 of 4 poisoning rounds, trigger out
     runs = [run(b, s, seed, sc) for b, sc in ((None, 1.0), (1.0, 0.25)) for s in ("dgc", "st") for seed in (0, 1)]
     rows = adaptive_rows(runs)
     assert [(r["budget"], r["strategy"]) for r in rows] == [("unaware", "st"), ("unaware", "dgc"), ("1", "st"), ("1", "dgc")]
