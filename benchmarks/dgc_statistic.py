@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from clients.honest import train_honest  # noqa: E402
 from clients.malicious import train_malicious  # noqa: E402
-from fl_mdisc.bench import _fake_reply, _prime  # noqa: E402
+from app.bench import _fake_reply, _prime  # noqa: E402
 from fl_mdisc.burnin import ensure_burnin, load_model  # noqa: E402
 from fl_mdisc.calibration import calibrate, fit_fpr_threshold  # noqa: E402
 from fl_mdisc.config import compose, resolve_paths, to_json  # noqa: E402

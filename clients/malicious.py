@@ -32,6 +32,7 @@ Its validation and trigger data are its own partition's samples, disjoint from t
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -39,6 +40,7 @@ import torch
 
 from fl_mdisc.attack import (craft_poison, grads_norm, lambda_update_grad, reversed_trigger_grad, scale_to_norm,
                              second_order_term)
+from fl_mdisc.burnin import load_model
 from fl_mdisc.data import stream_batch, to_float
 from fl_mdisc.models import set_params
 from fl_mdisc.sampling import stream_step
@@ -83,7 +85,7 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
         budget, scale = a.get("stealth_drop"), 1.0
         if phase != "trigger" and budget is not None:
             vpid = min(plan.malicious)  # colluders share the validation batch: one baseline for all of them
-            drop = runtime.start_val_accuracy(cfg_json, vpid, str(conf["start-path"]), str(conf["start-sha"])) \
+            drop = start_val_accuracy(cfg_json, vpid, str(conf["start-path"]), str(conf["start-sha"])) \
                 - val_accuracy(model, xv, yv)
             scale = min(1.0, max(0.0, 1.0 - drop / float(budget)))  # proportional: full strength at no damage
             extra["attack-val-drop"] = drop
@@ -96,14 +98,14 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
         elif k is not None and rule == "lambda":
             # Pang's dynamics with a burn-in-normalised lambda, fixed once so that the update at theta_start has
             # norm k x the honest norm there; afterwards its norm decays as the alignment saturates
-            lam = runtime.start_lambda(cfg_json, pid, str(conf["start-path"]), str(conf["start-sha"]))
+            lam = start_lambda(cfg_json, pid, str(conf["start-path"]), str(conf["start-sha"]))
             g = lambda_update_grad(model, xt, yt, xv, yv, lam)
             extra = {"attack-lam": lam}
         else:
             g = lambda_update_grad(model, xt, yt, xv, yv, float(a.lam))
         if k is not None and (phase == "trigger" or rule != "lambda"):
             if rule in ("start", "lambda"):  # the honest norm at theta_start, measured once (no feedback)
-                ref = runtime.start_reference_norm(cfg_json, pid, str(conf["start-path"]), str(conf["start-sha"]))
+                ref = start_reference_norm(cfg_json, pid, str(conf["start-path"]), str(conf["start-sha"]))
             else:  # this round's honest norm at theta_t
                 ref = honest_reference_norm(cfg, plan, model, stream_idx, rnd, pid)
             g = scale_to_norm(g, float(k) * ref * scale)
@@ -138,8 +140,8 @@ def _within_md_budget(cfg_json, cfg, model, g, pid: int, conf) -> tuple[list, di
 
     a = cfg.attack
     start, hist = (str(conf["start-path"]), str(conf["start-sha"])), (str(conf["hist-path"]), str(conf["hist-sha"]))
-    probe_x, hist_logits = runtime.adaptive_probe(cfg_json, pid, *hist)
-    fit = runtime.adaptive_calibration(cfg_json, pid, *start, *hist)
+    probe_x, hist_logits = adaptive_probe(cfg_json, pid, *hist)
+    fit = adaptive_calibration(cfg_json, pid, *start, *hist)
     budget, ref = budget_at(fit, float(a.md_budget), int(conf["server-round"]))
     C = float(fit["clip_norm"])
     params = [p for p in model.parameters() if p.requires_grad]
@@ -185,3 +187,78 @@ def honest_reference_norm(cfg, plan, model, stream_idx, rnd: int, pid: int) -> f
     """||Delta|| of the update an honest client would send this round from the attacker's own clean stream batch."""
     step = stream_step(cfg, rnd, pid) if rnd > 1 else 0
     return grads_norm(honest_update(cfg, plan, model, stream_idx, step, rnd, pid))
+
+
+# The attacker's measurements, cached per process (deterministic: each is a pure function of its arguments)
+
+@functools.lru_cache(maxsize=8)
+def start_reference_norm(cfg_json: str, pid: int, start_path: str, start_sha: str) -> float:
+    """The norm of the honest update the attacker would send at theta_start from its round-1 clean batch (the
+    reference of ``attack.norm_ref=start``); deterministic, so recomputing it after an actor restart gives the same."""
+
+    cfg = runtime.config(cfg_json)
+    p = runtime.plan(cfg_json)
+    model = load_model(cfg, start_path, start_sha, runtime.device(cfg))
+    return honest_reference_norm(cfg, p, model, p.attacker[pid][2], 1, pid)
+
+
+@functools.lru_cache(maxsize=8)
+def start_lambda(cfg_json: str, pid: int, start_path: str, start_sha: str) -> float:
+    """lambda such that the lambda-update at theta_start has norm k x the honest norm there (``norm_ref=lambda``)."""
+    from fl_mdisc.attack import grads_norm, lambda_update_grad
+    from fl_mdisc.data import to_float
+
+    cfg = runtime.config(cfg_json)
+    p = runtime.plan(cfg_json)
+    dev = runtime.device(cfg)
+    model = load_model(cfg, start_path, start_sha, dev)
+    val_idx, trig_idx, _ = p.attacker[pid]
+    xv, yv = to_float(p.ds.x_train[val_idx]).to(dev), torch.as_tensor(p.ds.y_train[val_idx]).to(dev)
+    xt, yt = to_float(p.ds.x_train[trig_idx]).to(dev), torch.as_tensor(p.ds.y_train[trig_idx]).to(dev)
+    unit = grads_norm(lambda_update_grad(model, xt, yt, xv, yv, 1.0))
+    ref = start_reference_norm(cfg_json, pid, start_path, start_sha)
+    return float(cfg.attack.norm_multiple) * ref / unit if unit > 0 else 0.0
+
+
+@functools.lru_cache(maxsize=8)
+def start_val_accuracy(cfg_json: str, pid: int, start_path: str, start_sha: str) -> float:
+    """The attacker's validation accuracy at theta_start (the baseline of ``attack.stealth_drop``)."""
+    from fl_mdisc.data import to_float
+
+    cfg = runtime.config(cfg_json)
+    p = runtime.plan(cfg_json)
+    dev = runtime.device(cfg)
+    val_idx = p.attacker[pid][0]
+    model = load_model(cfg, start_path, start_sha, dev)
+    return val_accuracy(model, to_float(p.ds.x_train[val_idx]).to(dev), torch.as_tensor(p.ds.y_train[val_idx]).to(dev))
+
+
+@functools.lru_cache(maxsize=8)
+def adaptive_probe(cfg_json: str, pid: int, hist_path: str, hist_sha: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The DGC-aware attacker's stand-in probe (the first ``attack.probe_size`` images of its validation batch) and
+    theta_hist's logits on it (fl_mdisc/adaptive.py)."""
+    from fl_mdisc.data import to_float
+
+    cfg = runtime.config(cfg_json)
+    p = runtime.plan(cfg_json)
+    dev = runtime.device(cfg)
+    x = to_float(p.ds.x_train[p.attacker[pid][0][: int(cfg.attack.probe_size)]]).to(dev)
+    hist = load_model(cfg, hist_path, hist_sha, dev).eval()
+    with torch.no_grad():
+        return x, hist(x)
+
+
+@functools.lru_cache(maxsize=8)
+def adaptive_calibration(cfg_json: str, pid: int, start_path: str, start_sha: str, hist_path: str, hist_sha: str) -> dict:
+    """The DGC-aware attacker's estimate of the server's calibration (C_hat, P_hat_t = mu + tau t): DGC's public rule
+    run on its own clean stream images with its own probe (:func:`fl_mdisc.adaptive.attacker_calibration`; cached
+    beside the burn-in, normally prepared by the launcher before the run: :func:`prepare_attackers`)."""
+    from pathlib import Path
+
+    from fl_mdisc.adaptive import attacker_calibration, attacker_images
+
+    cfg = runtime.config(cfg_json)
+    entry = {"dir": str(Path(start_path).parent), "start": start_path, "start_sha": start_sha,
+             "hist": hist_path, "hist_sha": hist_sha}
+    return attacker_calibration(cfg, entry, pid, *attacker_images(cfg, runtime.plan(cfg_json), pid), log=lambda m: None,
+                                device=str(runtime.device(cfg)))

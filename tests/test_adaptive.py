@@ -55,7 +55,7 @@ def _adaptive(tiny, *extra):
 
 
 def test_sent_update_meets_its_own_budget(tiny):
-    from clients import runtime
+    from clients import malicious
     from clients.malicious import train_malicious
     from fl_mdisc.adaptive import estimated_statistic as est
 
@@ -69,13 +69,13 @@ def test_sent_update_meets_its_own_budget(tiny):
     new, met = train_malicious(cj, start, conf, pid)
     assert 0.0 <= met["attack-scale"] < 1.0  # 1/200 of the calibrated level: the update must shrink
     assert met["attack-md-est"] <= met["attack-md-budget"] == pytest.approx(0.005 * met["attack-md-ref"])
-    fit = runtime.adaptive_calibration(cj, pid, entry["start"], entry["start_sha"], entry["hist"], entry["hist_sha"])
+    fit = malicious.adaptive_calibration(cj, pid, entry["start"], entry["start_sha"], entry["hist"], entry["hist_sha"])
     assert met["attack-md-ref"] == pytest.approx(fit["mu"] + fit["tau"] * 1)  # round 2: P_hat at step 1
     # recompute the estimate independently from what was sent
     m = load_model(cfg, entry["start"], entry["start_sha"])
     theta = [p.detach().clone() for p in m.parameters() if p.requires_grad]
     delta = [torch.as_tensor(n - s) for n, s in zip(new, start)]
-    probe_x, hist_logits = runtime.adaptive_probe(cj, pid, entry["hist"], entry["hist_sha"])
+    probe_x, hist_logits = malicious.adaptive_probe(cj, pid, entry["hist"], entry["hist_sha"])
     again = est(m, theta, delta, float(cfg.fed.server_lr), fit["clip_norm"], probe_x, hist_logits)
     assert again <= met["attack-md-budget"] + 1e-6 and again == pytest.approx(met["attack-md-est"], abs=1e-5)
     # a budget the whole update fits sends the plain lambda-update; unaware (null) too
@@ -105,7 +105,7 @@ def test_attacker_runs_the_servers_calibration_rule(tiny):
 def test_launcher_prepares_what_the_client_loads(tiny, monkeypatch):
     """The launcher's preparation (before Ray starts) and the ClientApp compute the same cache key: the client only
     loads it. Against a non-DGC strategy the attacker assumes DGC's defaults (the same attacker in every column)."""
-    from clients import runtime
+    from clients import malicious
     from fl_mdisc import calibration
     from fl_mdisc.adaptive import prepare_attackers
 
@@ -115,7 +115,7 @@ def test_launcher_prepares_what_the_client_loads(tiny, monkeypatch):
     prepare_attackers(cfg, entry, log=said.append)
     assert any("calibration rule" in m for m in said)
     monkeypatch.setattr(calibration, "simulate", lambda *a, **k: pytest.fail("the client re-simulated"))
-    fit = runtime.adaptive_calibration(to_json(cfg), 2, entry["start"], entry["start_sha"], entry["hist"], entry["hist_sha"])
+    fit = malicious.adaptive_calibration(to_json(cfg), 2, entry["start"], entry["start_sha"], entry["hist"], entry["hist_sha"])
     assert fit["key"]["statistic"] == "increase" and fit["key"]["probe_size"] == 30 and fit["clip_norm"] > 0
     again = []
     prepare_attackers(cfg, entry, log=again.append)
@@ -135,7 +135,7 @@ def test_config_rules(tiny):
 
 
 def test_adaptive_report(tmp_path):
-    from fl_mdisc.adaptive_sweep import adaptive_markdown, adaptive_rows, attacker_stats, plot_adaptive
+    from app.adaptive_sweep import adaptive_markdown, adaptive_rows, attacker_stats, plot_adaptive
 
     def run(b, strat, seed, scale):
         dgc = strat == "dgc"
@@ -163,7 +163,7 @@ def test_adaptive_report(tmp_path):
 
 
 def test_adaptive_refuses_bad_budgets():
-    from fl_mdisc.adaptive_sweep import adaptive
+    from app.adaptive_sweep import adaptive
 
     for bad in ("budgets=[0]", "budgets=[x]"):
         with pytest.raises(ConfigError, match="budgets"):

@@ -1,6 +1,6 @@
 """Bench helpers (the benchmark itself is a command, not a test)."""
 
-from fl_mdisc.bench import RssSampler, _stats, bench_markdown
+from app.bench import RssSampler, _stats, bench_markdown
 
 
 def test_stats():

@@ -175,7 +175,7 @@ def test_attacker_norm_is_a_multiple_of_its_own_honest_norm(tiny, rule):
 
 
 def test_calibrate_command_shows_the_fit(tiny, capsys):
-    from fl_mdisc.cli import main
+    from app.cli import main
 
     data, cache, base = tiny
     out = base / "calib-cmd"
@@ -199,9 +199,9 @@ def test_stealthy_attacker_pauses_below_its_budget(tiny, monkeypatch):
     conf = {"start-path": entry["start"], "start-sha": entry["start_sha"], "server-round": 2, "phase": "accumulate"}
     _, met = train_malicious(to_json(cfg), start, conf, 2)  # at theta_start: no drop, it attacks
     assert met["attack-val-drop"] == 0.0 and "attack-paused" not in met and met["attack-norm"] > 0
-    from clients import runtime
+    from clients import malicious
 
-    monkeypatch.setattr(runtime, "start_val_accuracy", lambda *a: 100.0)  # as if it had been perfect at the start
+    monkeypatch.setattr(malicious, "start_val_accuracy", lambda *a: 100.0)  # as if it had been perfect at the start
     broken = [np.zeros_like(a) for a in start]
     new, met = train_malicious(to_json(cfg), broken, conf, 2)
     assert met["attack-paused"] == 1 and met["attack-val-drop"] >= 5

@@ -59,14 +59,14 @@ def test_harness_protocol_has_one_participant():
 
 
 def test_cli_exits_nonzero_with_one_line():
-    p = subprocess.run([sys.executable, "-m", "fl_mdisc.cli", "run", "strategy=bogus"], capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-m", "app.cli", "run", "strategy=bogus"], capture_output=True, text=True)
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "unknown strategy 'bogus'" in p.stderr
     assert "Traceback" not in p.stderr
 
 
 def test_cli_missing_data(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "fl_mdisc.cli", "run", f"data_root={tmp_path}", f"out_dir={tmp_path}/o"],
+    p = subprocess.run([sys.executable, "-m", "app.cli", "run", f"data_root={tmp_path}", f"out_dir={tmp_path}/o"],
                        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
                                                             "FL_MDISC_OFFLINE": "1"})
     assert p.returncode == 2 and "cifar10 not found under" in p.stderr and "Traceback" not in p.stderr
@@ -75,7 +75,7 @@ def test_cli_missing_data(tmp_path):
 def test_gpu_share_per_client(monkeypatch):
     import torch
 
-    from fl_mdisc.cli import gpus_per_client
+    from app.runner import gpus_per_client
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert gpus_per_client(compose(["preset=paper"])) == pytest.approx(0.25)  # 5 clients, at most 4 per GPU

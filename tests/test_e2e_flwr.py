@@ -15,7 +15,7 @@ def test_cli_flwr_run_completes_and_cleans_up(tiny_data_root, tmp_path):
     out = tmp_path / "run"
     ov = tiny_overrides(tiny_data_root, tmp_path / "cache", out, "strategy=dgc", "attack=accumulative",
                         "defense=dsc", "num_rounds=2")
-    p = subprocess.Popen([sys.executable, "-m", "fl_mdisc.cli", "run", "--quiet", *ov], stdout=subprocess.PIPE,
+    p = subprocess.Popen([sys.executable, "-m", "app.cli", "run", "--quiet", *ov], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     stdout, stderr = p.communicate(timeout=600)
     assert p.returncode == 0, stdout[-2000:] + stderr[-2000:]

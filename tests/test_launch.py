@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from fl_mdisc import launch
+from app import launch
 
 
 class _Fake:

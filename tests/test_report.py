@@ -5,9 +5,9 @@ import json
 import pytest
 
 from fl_mdisc.errors import ConfigError
-from fl_mdisc.report import (aggregate_cells, detection, paper_table13, plot_md_hist, plot_md_stream, plot_table13,
+from app.report import (aggregate_cells, detection, paper_table13, plot_md_hist, plot_md_stream, plot_table13,
                              table1_markdown, table1_rows, write_table13)
-from fl_mdisc.tables import pop_list
+from app.tables import pop_list
 
 
 def _run(scen, strat, seed, accs, rounds=None, attack="lambda_update", summary=None):
@@ -105,7 +105,7 @@ def test_complete_cell_is_reused_only_for_the_same_experiment(tmp_path):
 
     from fl_mdisc.config import compose
     from fl_mdisc.errors import FlMdiscError
-    from fl_mdisc.tables import check_cell_matches
+    from app.tables import check_cell_matches
 
     overrides = ["protocol=harness", "num_rounds=40", "strategy=dgc", "attack=lambda_update", "seed=1"]
     cell = tmp_path / "harness-poisoned-dgc-s1"
@@ -121,7 +121,7 @@ def test_complete_cell_is_reused_only_for_the_same_experiment(tmp_path):
 
 def test_table13_default_length_per_protocol():
     from fl_mdisc.config import compose
-    from fl_mdisc.tables import default_table13_rounds
+    from app.tables import default_table13_rounds
     assert default_table13_rounds(compose(["preset=cpu", "protocol=harness"])) == 200
     assert default_table13_rounds(compose(["preset=cpu", "protocol=federated"])) == 100
     assert default_table13_rounds(compose(["preset=paper", "protocol=federated"])) == 500
@@ -131,14 +131,14 @@ def test_table13_default_length_per_protocol():
 class TestReportSteps:
     @pytest.mark.parametrize("R,every", [(60, 10), (100, 10), (50, 10), (7, 3), (200, 25), (30, 1)])
     def test_never_a_step_that_was_not_evaluated(self, R, every):
-        from fl_mdisc.report import report_steps
+        from app.report import report_steps
 
         steps = report_steps(R, every)
         evaluated = {r for r in range(1, R + 1) if r % every == 0} | {R}
         assert set(steps) <= evaluated and R in steps and steps == sorted(set(steps))
 
     def test_the_old_columns_where_they_were_evaluated(self):
-        from fl_mdisc.report import report_steps
+        from app.report import report_steps
 
         assert report_steps(100, 10) == [10, 20, 40, 60, 80, 100]
         assert report_steps(60, 10) == [10, 20, 30, 40, 60]  # 12, 24, 36, 48 were never evaluated
@@ -146,7 +146,7 @@ class TestReportSteps:
 
 class TestGridSummary:
     def test_flag_rates_and_rows(self):
-        from fl_mdisc.grid import flag_rates, summarise
+        from app.grid import flag_rates, summarise
 
         rounds = [{"phase": "accumulate", "clients": [{"malicious": False, "flagged": True}, {"malicious": False, "flagged": False},
                                                       {"malicious": True, "flagged": True}]},
@@ -160,14 +160,14 @@ class TestGridSummary:
 
 
 def test_multirun_expands_hydra_sweep_syntax():
-    from fl_mdisc.tables import expand_sweep
+    from app.tables import expand_sweep
 
     fixed, dims = expand_sweep(["strategy=gc,dgc", "seed=0,1,2", "fed.num_clients=5"])
     assert fixed == ["fed.num_clients=5"] and dims == [("strategy", ["gc", "dgc"]), ("seed", ["0", "1", "2"])]
 
 
 def test_table3_rows_markdown_and_plot(tmp_path):
-    from fl_mdisc.table3 import PAPER_TABLE3, plot_table3, poison_md, table3_markdown, table3_rows
+    from app.table3 import PAPER_TABLE3, plot_table3, poison_md, table3_markdown, table3_rows
 
     def run(meth, beta, seed, md):
         rounds = [{"phase": "accumulate", "clients": [{"poisoned": 1, "md-in-mean": md + k}]} for k in (0.0, 1.0)]
@@ -191,7 +191,7 @@ def test_table3_rows_markdown_and_plot(tmp_path):
 
 
 def test_table3_refuses_bad_arguments():
-    from fl_mdisc.table3 import table3
+    from app.table3 import table3
 
     with pytest.raises(ConfigError, match="method"):
         table3(["methods=[gc]"])
@@ -213,7 +213,7 @@ def test_reused_cells_must_share_beta_and_the_dgc_fit_window(tmp_path):
 
     from fl_mdisc.config import compose
     from fl_mdisc.errors import FlMdiscError
-    from fl_mdisc.tables import check_cell_matches
+    from app.tables import check_cell_matches
 
     def recorded(overrides, drop=()):
         cell = tmp_path / "c"
@@ -238,9 +238,9 @@ def test_reused_cells_must_share_beta_and_the_dgc_fit_window(tmp_path):
 
 
 def test_table3_cells_carry_attack_overrides(monkeypatch, tmp_path):
-    from fl_mdisc import tables
+    from app import tables
     from fl_mdisc.config import compose
-    from fl_mdisc.table3 import table3
+    from app.table3 import table3
 
     class Stop(Exception):
         pass
@@ -264,7 +264,7 @@ def test_cells_of_the_retired_adaptive_budget_rule_are_not_reused(tmp_path):
 
     from fl_mdisc.config import compose
     from fl_mdisc.errors import FlMdiscError
-    from fl_mdisc.tables import check_cell_matches
+    from app.tables import check_cell_matches
 
     for budget, reusable in (("1.0", False), ("null", True)):
         over = ["strategy=dgc", "attack=adaptive_update", f"attack.md_budget={budget}"]

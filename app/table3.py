@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from fl_mdisc.errors import ConfigError
 
 # The paper's Table 3 (CIFAR-10, ResNet-18, ST only; its Delta of beta 0.1 is printed "11.12", a sign slip)
 PAPER_TABLE3 = {"start": 86.3, "betas": [0.0, 0.05, 0.1, 0.2], "poison": [81.4, 80.9, 80.9, 80.3],
@@ -120,7 +120,7 @@ def plot_table3(doc: dict, path: Path) -> None:
 
 def table3(overrides: list[str], quiet: bool = True) -> dict:
     """Run the cells (skipping complete ones) and write ``table3.{md,csv,json,png}``."""
-    from .config import compose
+    from fl_mdisc.config import compose
     from .tables import _get, load_run, pop_list, run_cells
 
     command = "fl-mdisc table3 " + " ".join(overrides)

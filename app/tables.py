@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from .errors import ConfigError, FlMdiscError
+from fl_mdisc.errors import ConfigError, FlMdiscError
 from .report import (aggregate_cells, detection, paper_table13, plot_md_hist, plot_table13, read_jsonl,
                      report_steps, write_table13)
 
@@ -59,7 +59,7 @@ def _key(cfg, dotted: str):
     from omegaconf import OmegaConf
 
     if dotted == "strategy.fpr_window":  # compare the window the fit used (a record without the key: pooled)
-        from .calibration import fpr_window
+        from fl_mdisc.calibration import fpr_window
 
         if cfg.strategy.name != "dgc":
             return None
@@ -76,7 +76,7 @@ def check_cell_matches(cell: dict, out: Path) -> None:
     the sweep's on the keys that define the experiment; otherwise one clear error, never a silent mix."""
     from omegaconf import OmegaConf
 
-    from .config import compose
+    from fl_mdisc.config import compose
 
     recorded_path = out / "config.yaml"
     if not recorded_path.is_file():
@@ -102,7 +102,7 @@ def run_cells(cells: list[dict], quiet: bool = True, group: int = 8) -> list[dic
     run`` of up to ``group`` cells (``config-files``: the ServerApp runs them in turn), which saves the SuperLink +
     Ray start-up and teardown (~25 s) per cell; every cell still has its own folder, config, seed and numbers
     (clients are stateless: tests/test_simulation.py checks a cell gives the same metrics alone and in a group)."""
-    from .cli import gpus_per_client, prepare, project_dir, warm_burnin
+    from .runner import gpus_per_client, prepare, project_dir, warm_burnin
     from .launch import run_flwr
 
     t0 = time.time()
@@ -189,7 +189,7 @@ def default_table13_rounds(cfg) -> int:
 
 
 def table13(overrides: list[str], quiet: bool = True) -> dict:
-    from .config import compose
+    from fl_mdisc.config import compose
 
     seeds, overrides = pop_list(overrides, "seeds", [0])
     strategies, overrides = pop_list(overrides, "strategies", ["st", "gc", "dgc"])
@@ -251,7 +251,7 @@ TABLE1_METHODS = {"st": ["strategy=st", "defense=none"], "gc": ["strategy=gc", "
 
 def table1(overrides: list[str], quiet: bool = True) -> dict:
     """The paper's online setting as a one-client federation with the stream-poisoning placement."""
-    from .config import compose
+    from fl_mdisc.config import compose
     from .report import PAPER_TABLE1_CIFAR10, plot_md_stream, table1_markdown, table1_rows
 
     seeds, overrides = pop_list(overrides, "seeds", [0])
@@ -326,7 +326,7 @@ def multirun(overrides: list[str], quiet: bool = True) -> dict:
     (``multirun.{md,json}`` in ``out_dir``)."""
     import itertools
 
-    from .config import compose
+    from fl_mdisc.config import compose
 
     fixed, dims = expand_sweep(overrides)
     if not dims:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from fl_mdisc.errors import ConfigError
 
 
 def _stats(xs):
@@ -35,14 +35,14 @@ def _time(fn):
 
 def micro(cfg, entry, repeats: int = 20) -> dict:
     """DSC/AT vs ST per batch (clean and poisoned), and the attacker's and an honest client's cost."""
-    from .attack import craft_poison, craft_trigger, second_order_term
-    from .burnin import estimate_dsc_threshold, load_model
-    from .correction import at_correct, dsc_correct
-    from .data import stream_batch, to_float
-    from .experiment import make_plan
-    from .md import threshold
-    from .models import get_params, set_params
-    from .train import local_sgd
+    from fl_mdisc.attack import craft_poison, craft_trigger, second_order_term
+    from fl_mdisc.burnin import estimate_dsc_threshold, load_model
+    from fl_mdisc.correction import at_correct, dsc_correct
+    from fl_mdisc.data import stream_batch, to_float
+    from fl_mdisc.experiment import make_plan
+    from fl_mdisc.md import threshold
+    from fl_mdisc.models import get_params, set_params
+    from fl_mdisc.train import local_sgd
 
     torch.set_num_threads(int(cfg.client_threads))
     plan = make_plan(cfg)
@@ -129,12 +129,12 @@ def inprocess_rounds(cfg, entry, rounds: int, strategy_name: str | None = None) 
     from clients.malicious import train_malicious
     from strategies.factory import build_strategy
 
-    from .burnin import load_model
-    from .config import to_json
-    from .data import to_float
-    from .experiment import make_plan
-    from .md import ProbeMD
-    from .models import get_params
+    from fl_mdisc.burnin import load_model
+    from fl_mdisc.config import to_json
+    from fl_mdisc.data import to_float
+    from fl_mdisc.experiment import make_plan
+    from fl_mdisc.md import ProbeMD
+    from fl_mdisc.models import get_params
 
     plan = make_plan(cfg)
     cfg_json = to_json(cfg)
@@ -176,11 +176,11 @@ def aggregation(cfg, entry, repeats: int = 10) -> dict:
 
     from strategies.factory import build_strategy
 
-    from .burnin import load_model
-    from .data import to_float
-    from .experiment import make_plan
-    from .md import ProbeMD
-    from .models import get_params
+    from fl_mdisc.burnin import load_model
+    from fl_mdisc.data import to_float
+    from fl_mdisc.experiment import make_plan
+    from fl_mdisc.md import ProbeMD
+    from fl_mdisc.models import get_params
 
     torch.set_num_threads(int(cfg.server_threads))
     plan = make_plan(cfg)
@@ -252,7 +252,7 @@ class RssSampler(threading.Thread):
 
 def flwr_rounds(cfg, overrides: list[str], out: Path) -> dict:
     """A real `flwr run` of the config; rounds' wall time from timing.jsonl, the rest is start-up/teardown."""
-    from .cli import gpus_per_client, prepare, project_dir
+    from .runner import gpus_per_client, prepare, project_dir
     from .launch import flwr_env, run_flwr
     from .report import read_jsonl
 
@@ -274,8 +274,8 @@ def flwr_rounds(cfg, overrides: list[str], out: Path) -> dict:
 
 
 def bench(overrides: list[str]) -> dict:
-    from .burnin import ensure_burnin
-    from .cli import prepare
+    from fl_mdisc.burnin import ensure_burnin
+    from .runner import prepare
 
     cfg, _ = prepare(overrides + ["trigger=false"], tag="bench")
     out = Path(cfg.out_dir)
@@ -284,7 +284,7 @@ def bench(overrides: list[str]) -> dict:
         raise ConfigError(f"bench needs num_rounds >= 2 (round 1 of a flwr run also starts the actors); got {rounds}")
     torch.set_num_threads(int(cfg.server_threads))
     entry = ensure_burnin(cfg, log=lambda m: print(f"fl-mdisc: {m}", flush=True))
-    from .calibration import apply_calibration
+    from fl_mdisc.calibration import apply_calibration
 
     apply_calibration(cfg, entry, log=lambda m: print(f"fl-mdisc: {m}", flush=True))  # C / DGC threshold as a run
     res = {"machine": {"cores": os.cpu_count(), "torch_threads_client": int(cfg.client_threads),

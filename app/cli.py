@@ -9,61 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from .config import compose, conf_dir, resolve_paths
-from .errors import FlMdiscError
+from fl_mdisc.config import compose, resolve_paths
+from fl_mdisc.errors import FlMdiscError
 
-
-def project_dir() -> Path:
-    root = conf_dir().parent
-    if not (root / "pyproject.toml").is_file():
-        raise FlMdiscError(f"{root} is not a checkout of fl-mdisc (no pyproject.toml); flwr run needs the app folder")
-    return root
-
-
-def prepare(overrides: list[str], tag: str | None = None):
-    """Compose + validate + resolve paths + check data; write the resolved config. Returns (cfg, path)."""
-    from .experiment import make_plan
-
-    cfg = compose(overrides)
-    resolve_paths(cfg)
-    if cfg.out_dir is None:
-        tag = tag or f"{cfg.strategy.name}-{cfg.attack.name}-{cfg.defense.name}-s{cfg.seed}"
-        cfg.out_dir = str((Path.cwd() / "outputs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{tag}").resolve())
-    make_plan(cfg)  # data present and partitions feasible, before anything starts
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "config.yaml"
-    path.write_text(OmegaConf.to_yaml(cfg))
-    return cfg, path
-
-
-def warm_burnin(cfg) -> None:
-    """Train (or verify) the burn-in cache here, before Ray starts, so that it runs on otherwise idle cores."""
-    import torch
-
-    from .burnin import ensure_burnin
-
-    from .adaptive import prepare_attackers
-    from .train import pick_device
-
-    torch.set_num_threads(int(cfg.server_threads))
-    say = lambda m: print(f"fl-mdisc: {m}", flush=True)  # noqa: E731
-    entry = ensure_burnin(cfg, log=say)
-    prepare_attackers(cfg, entry, log=say, device=str(pick_device(cfg)))  # the DGC-aware attacker's own calibration
-
-
-def gpus_per_client(cfg) -> float:
-    """Ray client resources: with a GPU (and device != cpu) up to 4 ClientApp actors share it; else none."""
-    if cfg.device == "cpu":
-        return 0.0
-    import torch
-
-    return 1.0 / max(1, min(int(cfg.fed.num_clients), 4)) if torch.cuda.is_available() else 0.0
+from .runner import gpus_per_client, prepare, project_dir, warm_burnin
 
 
 def cmd_run(args) -> int:
@@ -96,7 +49,7 @@ def fit_calibration(out_dir: str | Path) -> dict:
     (tau = least-squares slope of honest MD_k over rounds, mu = max of the detrended values) from a clean run."""
     import numpy as np
 
-    from .md import fit_threshold
+    from fl_mdisc.md import fit_threshold
 
     rows = [json.loads(line) for line in open(Path(out_dir) / "rounds.jsonl")]
     rows = [r for r in rows if r["phase"] == "accumulate"]
@@ -122,8 +75,8 @@ def cmd_calibrate(args) -> int:
     Runs no simulation: trains/loads the burn-in, then the simulated clean federation of fl_mdisc/calibration.py
     (cached beside the burn-in). ``--fit-only out_dir=DIR`` instead fits C, mu, tau from a real clean run's
     rounds.jsonl (a check of the rule against what honest clients actually sent)."""
-    from .burnin import ensure_burnin
-    from .calibration import calibrate
+    from fl_mdisc.burnin import ensure_burnin
+    from fl_mdisc.calibration import calibrate
 
     if args.fit_only:
         cfg = compose(args.overrides)
@@ -167,26 +120,26 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("table13", help="Table 13: strategies x {clean, poisoned} x seeds, table + plots")
     p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] strategies=[..] protocol=..")
     p.add_argument("--stream", action="store_true", help="stream each simulation's log")
-    p.set_defaults(fn=lambda a: (__import__("fl_mdisc.tables", fromlist=["x"]).table13(a.overrides, not a.stream), 0)[1])
+    p.set_defaults(fn=lambda a: (__import__("app.tables", fromlist=["x"]).table13(a.overrides, not a.stream), 0)[1])
     p = sub.add_parser("grid", help="does DGC generalise? settings x strategies x {clean, poisoned} x seeds")
     p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] settings=[..] strategies=[..]")
     p.add_argument("--stream", action="store_true")
-    p.set_defaults(fn=lambda a: (__import__("fl_mdisc.grid", fromlist=["x"]).grid(a.overrides, not a.stream), 0)[1])
+    p.set_defaults(fn=lambda a: (__import__("app.grid", fromlist=["x"]).grid(a.overrides, not a.stream), 0)[1])
     p = sub.add_parser("table1", help="Table 1: the online stream (one-client federation), ST/GC/AT/DSC")
     p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] methods=[..]")
     p.add_argument("--stream", action="store_true")
-    p.set_defaults(fn=lambda a: (__import__("fl_mdisc.tables", fromlist=["x"]).table1(a.overrides, not a.stream), 0)[1])
+    p.set_defaults(fn=lambda a: (__import__("app.tables", fromlist=["x"]).table1(a.overrides, not a.stream), 0)[1])
     p = sub.add_parser("table3", help="Table 3: the MD-aware attacker (beta sweep) against ST and DSC, online stream")
     p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] betas=[..] methods=[st,dsc]")
     p.add_argument("--stream", action="store_true")
-    p.set_defaults(fn=lambda a: (__import__("fl_mdisc.table3", fromlist=["x"]).table3(a.overrides, not a.stream), 0)[1])
+    p.set_defaults(fn=lambda a: (__import__("app.table3", fromlist=["x"]).table3(a.overrides, not a.stream), 0)[1])
     p = sub.add_parser("adaptive", help="the DGC-aware attacker: budgets x strategies x seeds (federated)")
     p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] budgets=[unaware,2,1,0.5] strategies=[..]")
     p.add_argument("--stream", action="store_true")
-    p.set_defaults(fn=lambda a: (__import__("fl_mdisc.adaptive_sweep", fromlist=["x"]).adaptive(a.overrides, not a.stream), 0)[1])
+    p.set_defaults(fn=lambda a: (__import__("app.adaptive_sweep", fromlist=["x"]).adaptive(a.overrides, not a.stream), 0)[1])
     p = sub.add_parser("bench", help="cost of DSC/AT/DGC and of the Flower/Ray layer (bench.json, bench.md)")
     p.add_argument("overrides", nargs="*")
-    p.set_defaults(fn=lambda a: (__import__("fl_mdisc.bench", fromlist=["x"]).bench(a.overrides), 0)[1])
+    p.set_defaults(fn=lambda a: (__import__("app.bench", fromlist=["x"]).bench(a.overrides), 0)[1])
     p = sub.add_parser("show", help="print the composed, validated config")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(fn=lambda a: print(OmegaConf.to_yaml(compose(a.overrides))) or 0)

@@ -8,7 +8,7 @@ the table commands: complete cells are skipped, so a grid interrupted or spread 
 Per setting and strategy the report gives the mean test accuracy over the evaluations (clean and poisoned, mean
 and std over seeds), the trigger drop, and for DGC the share of honest updates it flagged on the clean stream
 (false-positive rate) and the share of the attackers' updates it flagged under poisoning (recall). Step columns
-are always evaluated rounds (:func:`fl_mdisc.report.report_steps`). Outputs: ``grid.{md,csv,json,png}``.
+are always evaluated rounds (:func:`app.report.report_steps`). Outputs: ``grid.{md,csv,json,png}``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from .errors import ConfigError
+from fl_mdisc.errors import ConfigError
 from .report import label, report_steps
 
 
@@ -144,7 +144,7 @@ def plot_grid(doc: dict, path: Path) -> None:
 
 
 def grid(overrides: list[str], quiet: bool = True) -> dict:
-    from .config import compose
+    from fl_mdisc.config import compose
     from .tables import _get, load_run, pop_list, run_cells
 
     command = "fl-mdisc grid " + " ".join(overrides)

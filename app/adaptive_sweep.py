@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from fl_mdisc.errors import ConfigError
 from .report import label
 
 
@@ -145,7 +145,7 @@ def plot_adaptive(doc: dict, path: Path) -> None:
 
 
 def adaptive(overrides: list[str], quiet: bool = True) -> dict:
-    from .config import compose
+    from fl_mdisc.config import compose
     from .tables import _get, load_run, pop_list, run_cells
 
     command = "fl-mdisc adaptive " + " ".join(overrides)

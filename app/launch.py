@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import FlMdiscError
+from fl_mdisc.errors import FlMdiscError
 
 
 def _free_port() -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .md import auroc
+from fl_mdisc.md import auroc
 
 PAPER_TABLE13 = {
     "steps": [10, 100, 200, 300, 400, 500],
