@@ -252,6 +252,8 @@ class RssSampler(threading.Thread):
 
 def flwr_rounds(cfg, overrides: list[str], out: Path) -> dict:
     """A real `flwr run` of the config; rounds' wall time from timing.jsonl, the rest is start-up/teardown."""
+    from fl_mdisc.config import ray_address
+
     from .runner import gpus_per_client, prepare, project_dir
     from .launch import flwr_env, run_flwr
     from .report import read_jsonl
@@ -261,7 +263,7 @@ def flwr_rounds(cfg, overrides: list[str], out: Path) -> dict:
     sampler.start()
     t0 = time.time()
     status = run_flwr(project_dir(), path, int(c.fed.num_clients), int(c.client_threads), gpus_per_client(c),
-                      c.data_root, stream=False)
+                      c.data_root, stream=False, ray_address=ray_address(c))
     wall = time.time() - t0
     sampler.stop_flag = True
     sampler.join()

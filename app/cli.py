@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from fl_mdisc.config import compose, resolve_paths
+from fl_mdisc.config import compose, ray_address, resolve_paths
 from fl_mdisc.errors import FlMdiscError
 
 from .runner import gpus_per_client, prepare, project_dir, warm_burnin
@@ -32,7 +32,7 @@ def cmd_run(args) -> int:
     print(f"fl-mdisc: output folder {cfg.out_dir}", flush=True)
     warm_burnin(cfg)
     status = run_flwr(project_dir(), path, int(cfg.fed.num_clients), int(cfg.client_threads), gpus_per_client(cfg),
-                      cfg.data_root, stream=not args.quiet)
+                      cfg.data_root, stream=not args.quiet, ray_address=ray_address(cfg))
     print(f"fl-mdisc: flwr run {status['run_id']} {status.get('status')}", flush=True)
     if status.get("status") != "finished:completed":
         detail = status.get("status-details") or status.get("details") or ""

@@ -55,6 +55,21 @@ def flwr_env(project: Path, data_root: str | None = None, private: bool = False)
     return env
 
 
+def ray_env(env: dict[str, str], address: str = "local") -> dict[str, str]:
+    """Where the simulation's Ray runs. Flower's RayBackend calls ``ray.init`` without an address, so Ray attaches to
+    ``RAY_ADDRESS``, else to the cluster of the last ``ray start`` on this machine, else starts its own
+    (shared/notes/flower-1.42-scaleout.md). The SuperLink hands its environment down to the simulation, so:
+    ``local`` sets ``RAY_ADDRESS=local`` (always a private instance: a stray ``ray start --head`` on a shared box cannot
+    capture the run); ``auto`` leaves Ray's own resolution as it is; ``host:port`` attaches to that cluster. No CPU/GPU
+    counts are ever passed to ``ray.init`` (Ray refuses them when attaching); the clients' resources still apply."""
+    env = dict(env)
+    if address == "local":
+        env["RAY_ADDRESS"] = "local"
+    elif address != "auto":
+        env["RAY_ADDRESS"] = address
+    return env
+
+
 def _flwr_bin() -> str:
     cand = Path(sys.executable).with_name("flwr")
     if cand.exists():
@@ -116,10 +131,10 @@ def prune_flwr_home(env: dict[str, str]) -> None:
 
 def run_flwr(project: Path, config_file: Path | list[Path], num_clients: int, cpus_per_client: int = 1,
              gpus_per_client: float = 0.0, data_root: str | None = None, stream: bool = True,
-             progress=None) -> dict:
+             progress=None, ray_address: str = "local") -> dict:
     """Submit the app with ``config-file`` (or, given a list, ``config-files``: several cells of one federation run
     in turn by one ServerApp), follow its log, return the final status from ``flwr list``."""
-    env = flwr_env(project, data_root, private=True)
+    env = ray_env(flwr_env(project, data_root, private=True), ray_address)
     flwr = _flwr_bin()
     neutral = env["FLWR_HOME"]
     stop_superlink(env)  # never reuse a SuperLink started with another environment / code

@@ -149,6 +149,18 @@ def _num(cfg: DictConfig, path: str, lo: float | None = None, hi: float | None =
         raise ConfigError(f"{path}={val} is out of range: it must be <= {hi}")
 
 
+def ray_address(cfg) -> str:
+    """``ray.address``: ``local`` (default), ``auto`` or ``host:port``; anything else is one clear error."""
+    addr = str(OmegaConf.select(cfg, "ray.address", default="local"))
+    if addr in ("local", "auto"):
+        return addr
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"ray.address={addr!r}: use local (a private Ray instance), auto (Ray's own detection) or "
+                          "host:port of a running Ray cluster's head (e.g. 10.0.0.5:6379)")
+    return addr
+
+
 def validate(cfg: DictConfig) -> None:
     """Check every value a run depends on; raise ConfigError naming the fix."""
     choices = {
@@ -161,6 +173,7 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"unknown {path} '{val}'; choose one of {list(allowed)}")
     _num(cfg, "seed", 0, integer=True)
     _num(cfg, "num_rounds", 1, integer=True)
+    ray_address(cfg)
     _num(cfg, "eval_every", 1, integer=True)
     _num(cfg, "checkpoint_every", 1, integer=True)
     _num(cfg, "server_threads", 1, integer=True)

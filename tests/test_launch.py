@@ -19,6 +19,7 @@ class _Fake:
     def run(self, cmd, **kw):
         self.calls.append(cmd[1] if cmd[0].endswith("flwr") else cmd[0])
         if cmd[0].endswith("flwr") and cmd[1] == "run":
+            self.run_env, self.run_cmd = kw.get("env"), cmd
             return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps({"run-id": 7}), stderr="")
         if cmd[0].endswith("flwr") and cmd[1] == "list":
             status = self.statuses.pop(0)
@@ -79,3 +80,27 @@ def test_a_dropped_log_stream_is_followed_again(fake, tmp_path):
     out = launch.run_flwr(tmp_path, tmp_path / "c.yaml", 2, stream=False)
     assert out["status"] == "finished:failed"
     assert _flwr_calls(f) == ["run", "log", "list", "log", "list"]
+
+
+@pytest.mark.parametrize("address, expected", [("local", "local"), ("10.0.0.5:6379", "10.0.0.5:6379"),
+                                               ("auto", "from-the-shell")])
+def test_ray_address_reaches_the_superlink_environment(fake, tmp_path, monkeypatch, address, expected):
+    """ray.address=local pins a private Ray instance even when the shell points at a cluster (a stray `ray start`);
+    a host:port attaches; auto leaves Ray's own resolution. No CPU/GPU count is passed to ray.init in any mode."""
+    monkeypatch.setenv("RAY_ADDRESS", "from-the-shell")
+    f = fake(["finished:completed"])
+    launch.run_flwr(tmp_path, tmp_path / "c.yaml", 2, stream=False, ray_address=address)
+    assert f.run_env["RAY_ADDRESS"] == expected
+    assert not any("init-args" in str(a) for a in f.run_cmd)
+
+
+def test_bad_ray_address_is_one_clear_error():
+    from fl_mdisc.config import compose
+    from fl_mdisc.errors import ConfigError
+
+    assert compose([]).ray.address == "local"
+    compose(["ray.address=auto"])
+    compose(["ray.address=head.example:6379"])
+    for bad in ("ray.address=cluster", "ray.address=host:port", "ray.address=:6379"):
+        with pytest.raises(ConfigError, match="ray.address"):
+            compose([bad])
