@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from fl_mdisc.config import compose, ray_address, resolve_paths
+from fl_mdisc.config import compose, engine, ray_address, resolve_paths
 from fl_mdisc.errors import FlMdiscError
 
 from .runner import gpus_per_client, prepare, project_dir, warm_burnin
@@ -31,12 +31,16 @@ def cmd_run(args) -> int:
     cfg, path = prepare(args.overrides)
     print(f"fl-mdisc: output folder {cfg.out_dir}", flush=True)
     warm_burnin(cfg)
+    if args.prepare_only:  # for a federation started by hand (README "Beyond one machine")
+        print(f"fl-mdisc: config written to {path}; submit it with\n"
+              f"  flwr run {project_dir()} <connection> --run-config \"config-file='{path}'\" --stream")
+        return 0
     status = run_flwr(project_dir(), path, int(cfg.fed.num_clients), int(cfg.client_threads), gpus_per_client(cfg),
-                      cfg.data_root, stream=not args.quiet, ray_address=ray_address(cfg))
+                      cfg.data_root, stream=not args.quiet, ray_address=ray_address(cfg), engine=engine(cfg))
     print(f"fl-mdisc: flwr run {status['run_id']} {status.get('status')}", flush=True)
     if status.get("status") != "finished:completed":
         detail = status.get("status-details") or status.get("details") or ""
-        raise FlMdiscError(f"the simulation did not complete ({status.get('status')}): {str(detail)[-500:]}")
+        raise FlMdiscError(f"the run did not complete ({status.get('status')}): {str(detail)[-500:]}")
     summary = Path(cfg.out_dir) / "summary.json"
     if summary.is_file():
         print(json.dumps(json.loads(summary.read_text()), indent=1))
@@ -108,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run one simulation (flwr run) with hydra overrides, e.g. strategy=gc seed=1")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--quiet", action="store_true", help="do not stream the simulation log")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="write the resolved config and warm the burn-in cache, print the flwr run command, run nothing")
     p.add_argument("--multirun", "-m", action="store_true",
                    help="hydra sweep: key=a,b seed=0,1,2 runs the cartesian product as cells of one resumable sweep")
     p.set_defaults(fn=cmd_run)

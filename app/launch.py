@@ -1,4 +1,5 @@
-"""Run one simulation through ``flwr run`` (Flower 1.42 Simulation Runtime on Ray) and check its outcome.
+"""Run the app through ``flwr run`` — Flower 1.42's Simulation Runtime on Ray, or its Deployment Engine with a
+SuperLink and SuperNodes as processes on loopback — and check its outcome.
 
 Traps handled here (shared/notes/flower-1.42.md): the SuperLink keeps the environment and working directory
 it started with, so it is started by us with the right environment (runtime dependency installation off,
@@ -93,15 +94,10 @@ def _process_table() -> list[tuple[int, int, str]]:
     return rows
 
 
-def stop_superlink(env: dict[str, str]) -> None:
-    """Kill the SuperLink that uses this FLWR_HOME and every process below it (SuperExec, flwr-simulation, and
-    the Ray cluster that the simulation started: gcs_server, raylet, workers, actors).
-
-    ``ps -ww``: without it ps cuts the command line at $COLUMNS (pytest sets it), hiding the FLWR_HOME path.
-    """
-    home = env["FLWR_HOME"]
+def kill_trees(roots: list[int]) -> None:
+    """SIGTERM, then SIGKILL, each process in ``roots`` and every process below it (children first found from one
+    ``ps`` table, so a parent that dies first cannot orphan them out of reach)."""
     table = _process_table()
-    roots = [pid for pid, _pp, args in table if home in args and "flower-superlink" in args]
     children: dict[int, list[int]] = {}
     for pid, ppid, _a in table:
         children.setdefault(ppid, []).append(pid)
@@ -123,17 +119,83 @@ def stop_superlink(env: dict[str, str]) -> None:
         time.sleep(1.0)
 
 
+def stop_superlink(env: dict[str, str]) -> None:
+    """Kill the SuperLink that uses this FLWR_HOME and every process below it (SuperExec, flwr-simulation, and
+    the Ray cluster that the simulation started: gcs_server, raylet, workers, actors).
+
+    ``ps -ww``: without it ps cuts the command line at $COLUMNS (pytest sets it), hiding the FLWR_HOME path.
+    """
+    home = env["FLWR_HOME"]
+    kill_trees([pid for pid, _pp, args in _process_table() if home in args and "flower-superlink" in args])
+
+
 def prune_flwr_home(env: dict[str, str]) -> None:
     """Bound disk use: the SuperLink database (runs, logs, FABs) and installed FABs are per-run scratch here.
     (The SuperLink log goes with it; the run's own outputs are in out_dir.)"""
     shutil.rmtree(env["FLWR_HOME"], ignore_errors=True)  # the private home of this invocation
 
 
+def _run_config(config_file: Path | list[Path]) -> str:
+    if isinstance(config_file, (list, tuple)):
+        if any(";" in str(p) or "'" in str(p) for p in config_file):
+            raise FlMdiscError("output folders of a sweep must not contain ';' or quotes")
+        return "config-files='" + ";".join(str(p) for p in config_file) + "'"
+    return f"config-file='{config_file}'"
+
+
+def _submit_and_follow(flwr: str, cmd: list[str], env: dict[str, str], cwd: str, connection: list[str],
+                       stream: bool, progress) -> dict:
+    """``flwr run`` (``cmd``), then follow the run to its end; return its final status from ``flwr list``."""
+    sub = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    try:
+        run_id = json.loads(sub.stdout)["run-id"]
+    except (ValueError, KeyError):
+        raise FlMdiscError(f"flwr run did not start: {(sub.stdout + sub.stderr).strip()[-800:]}") from None
+    # Follow the run with one long-lived `flwr log --stream` (an idle gRPC stream) and ask `flwr list` for the
+    # status only when it ends. Polling `flwr list` instead costs a whole Python start-up (~1 s of CPU) per
+    # call: every 2 s that took a third of a core from the clients and made each round of a 2-core sweep
+    # up to 1.7x slower (benchmarks/flwr_poll_cost.py).
+    first = True
+    while True:
+        follower = subprocess.Popen([flwr, "log", str(run_id), *connection, "--stream"], cwd=cwd, env=env,
+                                    stdout=None if (stream and first) else subprocess.DEVNULL,
+                                    stderr=None if (stream and first) else subprocess.DEVNULL)
+        first = False
+        try:
+            while True:
+                try:
+                    follower.wait(timeout=15.0 if progress is not None else None)
+                    break
+                except subprocess.TimeoutExpired:
+                    print(progress(), flush=True)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+                follower.wait()
+        st = subprocess.run([flwr, "list", *connection, "--run-id", str(run_id), "--format", "json"], cwd=cwd,
+                            env=env, capture_output=True, text=True)
+        try:
+            info = json.loads(st.stdout)["runs"][0]
+        except (ValueError, KeyError, IndexError):
+            raise FlMdiscError(f"cannot read the status of run {run_id}: {st.stdout.strip()[-400:]}") from None
+        if str(info.get("status", "")).startswith("finished"):
+            return {"run_id": run_id, **info}
+        time.sleep(5.0)  # the log stream ended before the run did (a dropped connection): follow it again
+
+
 def run_flwr(project: Path, config_file: Path | list[Path], num_clients: int, cpus_per_client: int = 1,
              gpus_per_client: float = 0.0, data_root: str | None = None, stream: bool = True,
-             progress=None, ray_address: str = "local") -> dict:
+             progress=None, ray_address: str = "local", engine: str = "simulation") -> dict:
     """Submit the app with ``config-file`` (or, given a list, ``config-files``: several cells of one federation run
-    in turn by one ServerApp), follow its log, return the final status from ``flwr list``."""
+    in turn by one ServerApp), follow its log, return the final status from ``flwr list``.
+
+    ``engine="simulation"``: Flower's Simulation Runtime on Ray (a managed local SuperLink with a private home);
+    ``engine="deployment"``: a SuperLink and ``num_clients`` SuperNodes as real processes on loopback
+    (:func:`run_deployment`)."""
+    if engine == "deployment":
+        return run_deployment(project, config_file, num_clients, data_root, stream, progress)
+    if engine != "simulation":
+        raise FlMdiscError(f"unknown engine {engine!r}; choose simulation or deployment")
     env = ray_env(flwr_env(project, data_root, private=True), ray_address)
     flwr = _flwr_bin()
     neutral = env["FLWR_HOME"]
@@ -141,50 +203,103 @@ def run_flwr(project: Path, config_file: Path | list[Path], num_clients: int, cp
     fed = f"num-supernodes={num_clients} client-resources-num-cpus={cpus_per_client}"
     if gpus_per_client:
         fed += f" client-resources-num-gpus={gpus_per_client}"
-    if isinstance(config_file, (list, tuple)):
-        if any(";" in str(p) or "'" in str(p) for p in config_file):
-            raise FlMdiscError("output folders of a sweep must not contain ';' or quotes")
-        rc = "config-files='" + ";".join(str(p) for p in config_file) + "'"
-    else:
-        rc = f"config-file='{config_file}'"
-    cmd = [flwr, "run", str(project), "--run-config", rc,
+    cmd = [flwr, "run", str(project), "--run-config", _run_config(config_file),
            "--federation-config", fed, "--format", "json"]
     try:
-        sub = subprocess.run(cmd, cwd=neutral, env=env, capture_output=True, text=True, timeout=300)
-        try:
-            run_id = json.loads(sub.stdout)["run-id"]
-        except (ValueError, KeyError):
-            raise FlMdiscError(f"flwr run did not start: {(sub.stdout + sub.stderr).strip()[-800:]}") from None
-        # Follow the run with one long-lived `flwr log --stream` (an idle gRPC stream) and ask `flwr list` for the
-        # status only when it ends. Polling `flwr list` instead costs a whole Python start-up (~1 s of CPU) per
-        # call: every 2 s that took a third of a core from the clients and made each round of a 2-core sweep
-        # up to 1.7x slower (benchmarks/flwr_poll_cost.py).
-        first = True
-        while True:
-            follower = subprocess.Popen([flwr, "log", str(run_id), "--stream"], cwd=neutral, env=env,
-                                        stdout=None if (stream and first) else subprocess.DEVNULL,
-                                        stderr=None if (stream and first) else subprocess.DEVNULL)
-            first = False
-            try:
-                while True:
-                    try:
-                        follower.wait(timeout=15.0 if progress is not None else None)
-                        break
-                    except subprocess.TimeoutExpired:
-                        print(progress(), flush=True)
-            finally:
-                if follower.poll() is None:
-                    follower.kill()
-                    follower.wait()
-            st = subprocess.run([flwr, "list", "--run-id", str(run_id), "--format", "json"], cwd=neutral, env=env,
-                                capture_output=True, text=True)
-            try:
-                info = json.loads(st.stdout)["runs"][0]
-            except (ValueError, KeyError, IndexError):
-                raise FlMdiscError(f"cannot read the status of run {run_id}: {st.stdout.strip()[-400:]}") from None
-            if str(info.get("status", "")).startswith("finished"):
-                return {"run_id": run_id, **info}
-            time.sleep(5.0)  # the log stream ended before the run did (a dropped connection): follow it again
+        return _submit_and_follow(flwr, cmd, env, neutral, [], stream, progress)
     finally:
         stop_superlink(env)  # also on Ctrl-C: never leave a SuperLink or Ray behind
+        prune_flwr_home(env)
+
+
+CONNECTION = "fl-mdisc-local"
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+    import urllib.request
+
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise FlMdiscError(f"flower-superlink exited ({proc.returncode}): {_tail(log)}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise FlMdiscError(f"flower-superlink did not answer on 127.0.0.1:{port} within {timeout:.0f}s: {_tail(log)}")
+
+
+def _tail(path: Path, n: int = 1500) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return "(no log)"
+
+
+def deployment_commands(port: int, num_clients: int, node_ports: list[int], home: Path) -> dict[str, list[str]]:
+    """The commands of a loopback federation (also what the README shows for several machines, there with TLS):
+    one SuperLink serving Fleet, Control and ServerAppIo over HTTP on ``port``; SuperNode ``i`` with its own
+    Runtime API port and ``partition-id=i num-partitions=N`` as node config (the ClientApp reads its identity
+    from there). ``--insecure`` and 127.0.0.1: a local test only."""
+    bindir = Path(sys.executable).parent
+    cmds = {"superlink": [str(bindir / "flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(port),
+                          "--disable-runtime-dependency-installation", "--database", str(home / "superlink" / "state.db")]}
+    for i in range(num_clients):
+        cmds[f"supernode-{i}"] = [str(bindir / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
+                                  "--host", "127.0.0.1", "--port", str(node_ports[i]),
+                                  "--node-config", f"partition-id={i} num-partitions={num_clients}"]
+    return cmds
+
+
+def run_deployment(project: Path, config_file: Path | list[Path], num_clients: int, data_root: str | None = None,
+                   stream: bool = True, progress=None) -> dict:
+    """Flower's Deployment Engine on this machine: start a SuperLink and ``num_clients`` SuperNodes (each its own
+    process, own FLWR_HOME, own port, partition id in its node config), submit the same ServerApp and ClientApp
+    with ``flwr run . <connection>``, follow the run, and stop every process we started (also on Ctrl-C or a
+    failure) and remove their private home.
+
+    Differences from the simulation (shared/notes/flower-1.42-scaleout.md): ``--federation-config`` does not
+    exist here (the ServerApp waits for exactly ``fed.num_clients`` SuperNodes); every message starts a fresh
+    ``flwr-clientapp`` process (our clients keep no state between rounds, so nothing is lost); SuperNode and
+    ServerApp poll every 3 s, so a round costs a few seconds more. The processes start in their own session, so a
+    Ctrl-C reaches this launcher only, which then stops them in order."""
+    env = flwr_env(project, data_root, private=True)
+    flwr = _flwr_bin()
+    home = Path(env["FLWR_HOME"])
+    port = _free_port()
+    node_ports = [_free_port() for _ in range(num_clients)]
+    cmds = deployment_commands(port, num_clients, node_ports, home)
+    procs: list[subprocess.Popen] = []
+    logs: dict[str, Path] = {}
+    try:
+        for name, cmd in cmds.items():
+            (home / name).mkdir(parents=True, exist_ok=True)
+            logs[name] = home / name / "log.txt"
+            penv = dict(env, FLWR_HOME=str(home / name))
+            with open(logs[name], "w") as fh:
+                procs.append(subprocess.Popen(cmd, cwd=str(home / name), env=penv, stdout=fh,
+                                              stderr=subprocess.STDOUT, start_new_session=True))
+            if name == "superlink":
+                _wait_healthy(port, procs[0], logs[name])
+        cli_home = home / "cli"
+        cli_home.mkdir(parents=True, exist_ok=True)
+        (cli_home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+            f'address = "127.0.0.1:{port}"\ninsecure = true\n')
+        cenv = dict(env, FLWR_HOME=str(cli_home))
+        cmd = [flwr, "run", str(project), CONNECTION, "--run-config", _run_config(config_file), "--format", "json"]
+        status = _submit_and_follow(flwr, cmd, cenv, str(cli_home), [CONNECTION], stream, progress)
+        if status.get("status") != "finished:completed":
+            status["superlink-log"] = _tail(logs["superlink"])
+        return status
+    finally:
+        kill_trees([p.pid for p in procs])  # also on Ctrl-C: never leave a SuperLink, SuperNode or ClientApp
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
         prune_flwr_home(env)

@@ -102,7 +102,7 @@ def run_cells(cells: list[dict], quiet: bool = True, group: int = 8) -> list[dic
     run`` of up to ``group`` cells (``config-files``: the ServerApp runs them in turn), which saves the SuperLink +
     Ray start-up and teardown (~25 s) per cell; every cell still has its own folder, config, seed and numbers
     (clients are stateless: tests/test_simulation.py checks a cell gives the same metrics alone and in a group)."""
-    from fl_mdisc.config import ray_address
+    from fl_mdisc.config import engine, ray_address
 
     from .runner import gpus_per_client, prepare, project_dir, warm_burnin
     from .launch import run_flwr
@@ -121,7 +121,7 @@ def run_cells(cells: list[dict], quiet: bool = True, group: int = 8) -> list[dic
     for item in pending:
         cfg = item[2]
         fed = (int(cfg.fed.num_clients), int(cfg.client_threads), gpus_per_client(cfg), str(cfg.data_root),
-               ray_address(cfg))
+               ray_address(cfg), engine(cfg))
         if batches and batches[-1][0] == fed and len(batches[-1][1]) < max(1, int(group)):
             batches[-1][1].append(item)
         else:
@@ -146,7 +146,7 @@ def run_cells(cells: list[dict], quiet: bool = True, group: int = 8) -> list[dic
         print(f"[cells {batch[0][0]}..{batch[-1][0]}/{len(cells)}] starting {names}", flush=True)
         paths = [p for _i, _c, _cfg, p in batch]
         status = run_flwr(project_dir(), paths if len(paths) > 1 else paths[0], fed[0], fed[1], fed[2],
-                          batch[0][2].data_root, stream=not quiet, progress=progress, ray_address=fed[4])
+                          batch[0][2].data_root, stream=not quiet, progress=progress, ray_address=fed[4], engine=fed[5])
         if status.get("status") != "finished:completed":
             raise FlMdiscError(f"cell(s) {names} did not complete ({status.get('status')}): "
                                f"{str(status.get('status-details', ''))[-400:]}")

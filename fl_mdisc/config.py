@@ -161,6 +161,18 @@ def ray_address(cfg) -> str:
     return addr
 
 
+ENGINES = ("simulation", "deployment")
+
+
+def engine(cfg) -> str:
+    """``engine``: ``simulation`` (Flower's Simulation Runtime on Ray, default) or ``deployment`` (a SuperLink and
+    ``fed.num_clients`` SuperNodes as real processes on loopback); anything else is one clear error."""
+    eng = str(OmegaConf.select(cfg, "engine", default="simulation"))
+    if eng not in ENGINES:
+        raise ConfigError(f"unknown engine {eng!r}; choose one of {list(ENGINES)}")
+    return eng
+
+
 def validate(cfg: DictConfig) -> None:
     """Check every value a run depends on; raise ConfigError naming the fix."""
     choices = {
@@ -174,6 +186,7 @@ def validate(cfg: DictConfig) -> None:
     _num(cfg, "seed", 0, integer=True)
     _num(cfg, "num_rounds", 1, integer=True)
     ray_address(cfg)
+    engine(cfg)
     _num(cfg, "eval_every", 1, integer=True)
     _num(cfg, "checkpoint_every", 1, integer=True)
     _num(cfg, "server_threads", 1, integer=True)

@@ -1,4 +1,6 @@
-"""One real `fl-mdisc run` through `flwr run` (SuperLink + Simulation Runtime on Ray) on generated data."""
+"""Real `fl-mdisc run`s through `flwr run` on generated data: the Simulation Runtime on Ray, and the Deployment
+Engine (a SuperLink + 3 SuperNodes as processes on loopback) with the same config, which must give the same numbers
+and leave no process behind."""
 
 import json
 import subprocess
@@ -10,20 +12,59 @@ from .conftest import REPO, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
+ARGS = ("strategy=dgc", "attack=accumulative", "defense=dsc", "num_rounds=3")
 
-def test_cli_flwr_run_completes_and_cleans_up(tiny_data_root, tmp_path):
-    out = tmp_path / "run"
-    ov = tiny_overrides(tiny_data_root, tmp_path / "cache", out, "strategy=dgc", "attack=accumulative",
-                        "defense=dsc", "num_rounds=2")
+
+def _run(data_root, tmp_path, name, *extra):
+    out = tmp_path / name
+    ov = tiny_overrides(data_root, tmp_path / "cache", out, *ARGS, *extra)
     p = subprocess.Popen([sys.executable, "-m", "app.cli", "run", "--quiet", *ov], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    stdout, stderr = p.communicate(timeout=600)
+    stdout, stderr = p.communicate(timeout=900)
     assert p.returncode == 0, stdout[-2000:] + stderr[-2000:]
     assert "finished:completed" in stdout
-    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["round"] for r in rows] == [0, 1, 2, 3]
+    return out, p.pid, stderr
+
+
+def _jsonl(path, drop=()):
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+
+def _flower_pids(*names):
+    ps = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return {line.split(None, 1)[0] for line in ps.splitlines()[1:] if any(n in line for n in names)}
+
+
+@pytest.fixture(scope="module")
+def simulated(tiny_data_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    return tmp, *_run(tiny_data_root, tmp, "sim")
+
+
+def test_cli_flwr_run_completes_and_cleans_up(simulated):
+    _tmp, out, pid, stderr = simulated
+    rows = _jsonl(out / "metrics.jsonl")
+    assert [r["round"] for r in rows] == [0, 1, 2, 3, 4]  # 3 rounds + the trigger round
     assert (out / "config.yaml").exists() and json.loads((out / "summary.json").read_text())["strategy"] == "dgc"
     # the run had a private FLWR_HOME (.flwr-home/run-<pid>): nothing of it may survive, and the folder is gone
     ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
-    assert f"run-{p.pid}" not in ps, stderr[-3000:]
-    assert not (REPO / ".flwr-home" / f"run-{p.pid}").exists()
+    assert f"run-{pid}" not in ps, stderr[-3000:]
+    assert not (REPO / ".flwr-home" / f"run-{pid}").exists()
+
+
+def test_deployment_engine_gives_the_simulation_numbers_and_cleans_up(simulated, tiny_data_root):
+    tmp, sim_out, _pid, _err = simulated
+    before = _flower_pids("flower-supernode", "flwr-clientapp")
+    out, pid, stderr = _run(tiny_data_root, tmp, "deploy", "engine=deployment")
+    # the same files as a simulation run, with the same numbers (only the wall-clock fields differ)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in sim_out.iterdir())
+    assert _jsonl(out / "metrics.jsonl") == _jsonl(sim_out / "metrics.jsonl")
+    assert _jsonl(out / "rounds.jsonl", drop=("seconds",)) == _jsonl(sim_out / "rounds.jsonl", drop=("seconds",))
+    s_dep, s_sim = (json.loads((d / "summary.json").read_text()) for d in (out, sim_out))
+    assert {k: v for k, v in s_dep.items() if k != "wall_s"} == {k: v for k, v in s_sim.items() if k != "wall_s"}
+    # no SuperLink (its database is in the private home), SuperNode or ClientApp of this run survives
+    ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
+    assert f"run-{pid}" not in ps, stderr[-3000:]
+    assert _flower_pids("flower-supernode", "flwr-clientapp") <= before
+    assert not (REPO / ".flwr-home" / f"run-{pid}").exists()

@@ -104,3 +104,35 @@ def test_bad_ray_address_is_one_clear_error():
     for bad in ("ray.address=cluster", "ray.address=host:port", "ray.address=:6379"):
         with pytest.raises(ConfigError, match="ray.address"):
             compose([bad])
+
+
+def test_deployment_commands_give_every_supernode_its_partition_and_port(tmp_path):
+    cmds = launch.deployment_commands(4567, 3, [5001, 5002, 5003], tmp_path)
+    assert cmds["superlink"][1:6] == ["--insecure", "--host", "127.0.0.1", "--port", "4567"]
+    for i in range(3):
+        c = cmds[f"supernode-{i}"]
+        assert c[c.index("--superlink") + 1] == "127.0.0.1:4567" and c[c.index("--port") + 1] == str(5001 + i)
+        assert c[c.index("--node-config") + 1] == f"partition-id={i} num-partitions=3"
+    assert len(cmds) == 4
+
+
+def test_unknown_engine_is_one_clear_error(tmp_path):
+    from fl_mdisc.config import compose
+    from fl_mdisc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown engine 'grpc'; choose one of \['simulation', 'deployment'\]"):
+        compose(["engine=grpc"])
+    with pytest.raises(Exception, match="unknown engine"):
+        launch.run_flwr(tmp_path, tmp_path / "c.yaml", 2, engine="grpc")
+
+
+def test_prepare_only_writes_the_config_and_runs_nothing(tiny_data_root, tmp_path, capsys, monkeypatch):
+    from app import cli
+
+    from .conftest import tiny_overrides
+
+    monkeypatch.setattr(launch, "run_flwr", lambda *a, **k: pytest.fail("--prepare-only must not start a run"))
+    out = tmp_path / "run"
+    assert cli.main(["run", "--prepare-only", *tiny_overrides(tiny_data_root, tmp_path / "cache", out)]) == 0
+    assert (out / "config.yaml").is_file() and not (out / "metrics.jsonl").exists()
+    assert f"config-file='{out / 'config.yaml'}'" in capsys.readouterr().out
