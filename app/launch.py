@@ -10,6 +10,7 @@ federation has 2 SuperNodes, so the size is always passed explicitly.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -30,13 +31,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def flwr_env(project: Path, data_root: str | None = None, private: bool = False) -> dict[str, str]:
+_ACTIVE: dict[str, dict[str, str]] = {}  # FLWR_HOME -> env of every run this process has going (sweep lanes)
+_LANES = itertools.count()
+
+
+def flwr_env(project: Path, data_root: str | None = None, private: bool = False, lane: bool = False) -> dict[str, str]:
     """Environment for the flwr CLI. ``private``: a FLWR_HOME and ports of this invocation alone, so that
-    concurrent runs (two sweeps, a test beside a run) never share, or stop, each other's SuperLink."""
+    concurrent runs (two sweeps, a test beside a run) never share, or stop, each other's SuperLink; ``lane``: one of
+    several runs of this process at once (``sweep.parallel``), each with its own home."""
     env = dict(os.environ)
     home = Path(env.get("FLWR_HOME") or project / ".flwr-home").resolve()
     if private:
-        home = home / f"run-{os.getpid()}"
+        home = home / (f"run-{os.getpid()}-lane{next(_LANES)}" if lane else f"run-{os.getpid()}")
         env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"] = str(_free_port())
         env["FLWR_LOCAL_CONTROL_API_PORT"] = str(_free_port())
     home.mkdir(parents=True, exist_ok=True)
@@ -183,33 +189,74 @@ def _submit_and_follow(flwr: str, cmd: list[str], env: dict[str, str], cwd: str,
         time.sleep(5.0)  # the log stream ended before the run did (a dropped connection): follow it again
 
 
+def stop_all() -> None:
+    """Stop the SuperLink (and everything below it) of every run this process still has going: the main thread
+    calls it when a parallel sweep is interrupted, since Ctrl-C reaches the main thread only."""
+    for env in list(_ACTIVE.values()):
+        stop_superlink(env)
+
+
 def run_flwr(project: Path, config_file: Path | list[Path], num_clients: int, cpus_per_client: int = 1,
              gpus_per_client: float = 0.0, data_root: str | None = None, stream: bool = True,
-             progress=None, ray_address: str = "local", engine: str = "simulation") -> dict:
+             progress=None, ray_address: str = "local", engine: str = "simulation", lane: dict | None = None) -> dict:
     """Submit the app with ``config-file`` (or, given a list, ``config-files``: several cells of one federation run
     in turn by one ServerApp), follow its log, return the final status from ``flwr list``.
 
     ``engine="simulation"``: Flower's Simulation Runtime on Ray (a managed local SuperLink with a private home);
     ``engine="deployment"``: a SuperLink and ``num_clients`` SuperNodes as real processes on loopback
-    (:func:`run_deployment`)."""
+    (:func:`run_deployment`).
+
+    ``lane`` (a parallel sweep's share of this machine, :func:`lane_shares`): ``num_cpus`` for the private Ray
+    instance and ``env`` (e.g. ``CUDA_VISIBLE_DEVICES``) of this run; it gets its own FLWR_HOME."""
     if engine == "deployment":
-        return run_deployment(project, config_file, num_clients, data_root, stream, progress)
+        return run_deployment(project, config_file, num_clients, data_root, stream, progress, lane is not None)
     if engine != "simulation":
         raise FlMdiscError(f"unknown engine {engine!r}; choose simulation or deployment")
-    env = ray_env(flwr_env(project, data_root, private=True), ray_address)
+    env = ray_env(flwr_env(project, data_root, private=True, lane=lane is not None), ray_address)
+    env.update((lane or {}).get("env", {}))
     flwr = _flwr_bin()
     neutral = env["FLWR_HOME"]
     stop_superlink(env)  # never reuse a SuperLink started with another environment / code
     fed = f"num-supernodes={num_clients} client-resources-num-cpus={cpus_per_client}"
     if gpus_per_client:
         fed += f" client-resources-num-gpus={gpus_per_client}"
+    if lane and lane.get("num_cpus") and ray_address == "local":  # an attached cluster takes no counts
+        fed += f" init-args-num-cpus={int(lane['num_cpus'])}"
     cmd = [flwr, "run", str(project), "--run-config", _run_config(config_file),
            "--federation-config", fed, "--format", "json"]
+    _ACTIVE[neutral] = env
     try:
         return _submit_and_follow(flwr, cmd, env, neutral, [], stream, progress)
     finally:
         stop_superlink(env)  # also on Ctrl-C: never leave a SuperLink or Ray behind
         prune_flwr_home(env)
+        _ACTIVE.pop(neutral, None)
+
+
+def lane_shares(parallel: int, cpus_per_client: int = 1, num_cpus: int | None = None,
+                gpus: list[str] | None = None) -> list[dict]:
+    """The share of this machine each of ``parallel`` concurrent runs gets: an equal part of the CPUs (at least one
+    client's worth) for its private Ray, and with several visible GPUs one of them in turn (``CUDA_VISIBLE_DEVICES``);
+    with one GPU the runs share it (size ``sweep.parallel`` to its memory)."""
+    if parallel < 1:
+        raise FlMdiscError(f"sweep.parallel={parallel}: use 1 (sequential) or more")
+    num_cpus = num_cpus or os.cpu_count() or 1
+    if gpus is None:
+        vis = os.environ.get("CUDA_VISIBLE_DEVICES")
+        try:
+            import torch
+
+            n = torch.cuda.device_count()
+        except Exception:  # noqa: BLE001 - no torch CUDA: no GPUs to share
+            n = 0
+        gpus = [g for g in vis.split(",") if g.strip()] if vis else [str(i) for i in range(n)]
+    out = []
+    for k in range(parallel):
+        lane = {"num_cpus": max(int(cpus_per_client), num_cpus // parallel), "env": {}}
+        if len(gpus) > 1:
+            lane["env"]["CUDA_VISIBLE_DEVICES"] = gpus[k % len(gpus)]
+        out.append(lane)
+    return out
 
 
 CONNECTION = "fl-mdisc-local"
@@ -255,7 +302,7 @@ def deployment_commands(port: int, num_clients: int, node_ports: list[int], home
 
 
 def run_deployment(project: Path, config_file: Path | list[Path], num_clients: int, data_root: str | None = None,
-                   stream: bool = True, progress=None) -> dict:
+                   stream: bool = True, progress=None, lane: bool = False) -> dict:
     """Flower's Deployment Engine on this machine: start a SuperLink and ``num_clients`` SuperNodes (each its own
     process, own FLWR_HOME, own port, partition id in its node config), submit the same ServerApp and ClientApp
     with ``flwr run . <connection>``, follow the run, and stop every process we started (also on Ctrl-C or a
@@ -266,7 +313,7 @@ def run_deployment(project: Path, config_file: Path | list[Path], num_clients: i
     ``flwr-clientapp`` process (our clients keep no state between rounds, so nothing is lost); SuperNode and
     ServerApp poll every 3 s, so a round costs a few seconds more. The processes start in their own session, so a
     Ctrl-C reaches this launcher only, which then stops them in order."""
-    env = flwr_env(project, data_root, private=True)
+    env = flwr_env(project, data_root, private=True, lane=lane)
     flwr = _flwr_bin()
     home = Path(env["FLWR_HOME"])
     port = _free_port()

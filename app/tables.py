@@ -101,11 +101,14 @@ def run_cells(cells: list[dict], quiet: bool = True, group: int = 8) -> list[dic
     Consecutive pending cells of the same federation (number of SuperNodes, client resources) run in one ``flwr
     run`` of up to ``group`` cells (``config-files``: the ServerApp runs them in turn), which saves the SuperLink +
     Ray start-up and teardown (~25 s) per cell; every cell still has its own folder, config, seed and numbers
-    (clients are stateless: tests/test_simulation.py checks a cell gives the same metrics alone and in a group)."""
+    (clients are stateless: tests/test_simulation.py checks a cell gives the same metrics alone and in a group).
+
+    ``sweep.parallel=K`` (default 1) runs up to K groups at once, each ``flwr run`` with its own SuperLink, a
+    private Ray with 1/K of the CPUs and, with several GPUs, one GPU in turn (``app.launch.lane_shares``); a cell's
+    numbers do not depend on its group or lane (tests/test_e2e_flwr.py)."""
     from fl_mdisc.config import engine, ray_address
 
-    from .runner import gpus_per_client, prepare, project_dir, warm_burnin
-    from .launch import run_flwr
+    from .runner import gpus_per_client, prepare, warm_burnin
 
     t0 = time.time()
     pending = []
@@ -117,6 +120,9 @@ def run_cells(cells: list[dict], quiet: bool = True, group: int = 8) -> list[dic
             continue
         cfg, path = prepare(cell["overrides"] + [f"out_dir={out}"])
         pending.append((i, cell, cfg, path))
+    parallel = sweep_parallel(pending[0][2]) if pending else 1
+    if parallel > 1:  # enough groups for every lane: split the cells of one federation evenly
+        group = min(int(group), max(1, -(-len(pending) // parallel)))
     batches: list[list] = []
     for item in pending:
         cfg = item[2]
@@ -126,34 +132,85 @@ def run_cells(cells: list[dict], quiet: bool = True, group: int = 8) -> list[dic
             batches[-1][1].append(item)
         else:
             batches.append((fed, [item]))
-    for fed, batch in batches:
+    for _fed, batch in batches:  # burn-ins and attacker calibrations first, here, before any lane starts Ray
         for _i, _cell, cfg, _path in batch:
             warm_burnin(cfg)
-        t_batch = time.time()
+    if parallel <= 1 or len(batches) <= 1:
+        for fed, batch in batches:
+            _run_batch(fed, batch, len(cells), t0, quiet, None)
+        return cells
+    from concurrent.futures import ThreadPoolExecutor
 
-        def progress(batch=batch, t_batch=t_batch):
-            for i, cell, cfg, _p in batch:
-                out = Path(cell["out_dir"])
-                if (out / "summary.json").is_file():
-                    continue
-                total = int(cfg.num_rounds) + (1 if cfg.trigger else 0)
-                done = len(read_jsonl(out / "rounds.jsonl"))
-                return (f"[cell {i}/{len(cells)}] {cell['name']}: round {done}/{total} "
-                        f"(group of {len(batch)}: {time.time() - t_batch:.0f}s; sweep {time.time() - t0:.0f}s)")
-            return f"[group of {len(batch)}] finishing (sweep {time.time() - t0:.0f}s)"
+    from .launch import lane_shares, stop_all
 
-        names = ", ".join(c["name"] for _i, c, _cfg, _p in batch)
-        print(f"[cells {batch[0][0]}..{batch[-1][0]}/{len(cells)}] starting {names}", flush=True)
-        paths = [p for _i, _c, _cfg, p in batch]
-        status = run_flwr(project_dir(), paths if len(paths) > 1 else paths[0], fed[0], fed[1], fed[2],
-                          batch[0][2].data_root, stream=not quiet, progress=progress, ray_address=fed[4], engine=fed[5])
-        if status.get("status") != "finished:completed":
-            raise FlMdiscError(f"cell(s) {names} did not complete ({status.get('status')}): "
-                               f"{str(status.get('status-details', ''))[-400:]}")
-        missing = [c["name"] for _i, c, _cfg, _p in batch if not (Path(c["out_dir"]) / "summary.json").is_file()]
-        if missing:
-            raise FlMdiscError(f"cell(s) {missing} ended without a summary.json; rerun the command to resume them")
+    shares = lane_shares(min(parallel, len(batches)), batches[0][0][1])
+    print(f"[sweep] {len(batches)} groups on {len(shares)} lanes at once ({shares[0]['num_cpus']} CPUs each)", flush=True)
+    free = list(range(len(shares)))
+    import threading
+
+    lock = threading.Lock()
+
+    def one(fed_batch):
+        with lock:
+            k = free.pop()
+        try:
+            _run_batch(fed_batch[0], fed_batch[1], len(cells), t0, quiet, shares[k])
+        finally:
+            with lock:
+                free.append(k)
+
+    pool = ThreadPoolExecutor(max_workers=len(shares))
+    try:
+        for fut in [pool.submit(one, b) for b in batches]:
+            fut.result()
+    except BaseException:
+        stop_all()  # Ctrl-C or a failed lane: stop every lane's SuperLink and Ray, then let the threads unwind
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return cells
+
+
+def sweep_parallel(cfg) -> int:
+    """``sweep.parallel``: how many groups of cells run at once (default 1: one after the other)."""
+    from omegaconf import OmegaConf
+
+    k = OmegaConf.select(cfg, "sweep.parallel", default=1)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"sweep.parallel={k!r}: use 1 (sequential) or a larger integer, e.g. sweep.parallel=2")
+    return int(k)
+
+
+def _run_batch(fed, batch, n_cells: int, t0: float, quiet: bool, lane: dict | None) -> None:
+    """One ``flwr run`` of a group of cells of one federation (in a lane of its own when ``lane`` is given)."""
+    from .launch import run_flwr
+    from .runner import project_dir
+
+    t_batch = time.time()
+
+    def progress(batch=batch, t_batch=t_batch):
+        for i, cell, cfg, _p in batch:
+            out = Path(cell["out_dir"])
+            if (out / "summary.json").is_file():
+                continue
+            total = int(cfg.num_rounds) + (1 if cfg.trigger else 0)
+            done = len(read_jsonl(out / "rounds.jsonl"))
+            return (f"[cell {i}/{n_cells}] {cell['name']}: round {done}/{total} "
+                    f"(group of {len(batch)}: {time.time() - t_batch:.0f}s; sweep {time.time() - t0:.0f}s)")
+        return f"[group of {len(batch)}] finishing (sweep {time.time() - t0:.0f}s)"
+
+    names = ", ".join(c["name"] for _i, c, _cfg, _p in batch)
+    print(f"[cells {batch[0][0]}..{batch[-1][0]}/{n_cells}] starting {names}", flush=True)
+    paths = [p for _i, _c, _cfg, p in batch]
+    status = run_flwr(project_dir(), paths if len(paths) > 1 else paths[0], fed[0], fed[1], fed[2],
+                      batch[0][2].data_root, stream=not quiet and lane is None, progress=progress,
+                      ray_address=fed[4], engine=fed[5], lane=lane)
+    if status.get("status") != "finished:completed":
+        raise FlMdiscError(f"cell(s) {names} did not complete ({status.get('status')}): "
+                           f"{str(status.get('status-details', ''))[-400:]}")
+    missing = [c["name"] for _i, c, _cfg, _p in batch if not (Path(c["out_dir"]) / "summary.json").is_file()]
+    if missing:
+        raise FlMdiscError(f"cell(s) {missing} ended without a summary.json; rerun the command to resume them")
 
 
 def calibration_rows(runs: list[dict]) -> list[dict]:

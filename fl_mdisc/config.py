@@ -187,6 +187,7 @@ def validate(cfg: DictConfig) -> None:
     _num(cfg, "num_rounds", 1, integer=True)
     ray_address(cfg)
     engine(cfg)
+    _num(cfg, "sweep.parallel", 1, integer=True)
     _num(cfg, "eval_every", 1, integer=True)
     _num(cfg, "checkpoint_every", 1, integer=True)
     _num(cfg, "server_threads", 1, integer=True)

@@ -257,6 +257,7 @@ def run(grid: Grid, run_config: dict) -> dict:
 
     summary = summarize(metrics_rec.rows(), rounds_rec.rows(), cfg)
     summary["wall_s"] = round(time.time() - t_start, 1)
+    summary["startup_s"] = round(t_rounds - t_start, 2)  # this cell's start to its first round (incl. round-0 eval)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     _say("summary: " + json.dumps({k: v for k, v in summary.items() if k != "detection"}))
     _say(f"results in {out}")

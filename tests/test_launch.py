@@ -136,3 +136,20 @@ def test_prepare_only_writes_the_config_and_runs_nothing(tiny_data_root, tmp_pat
     assert cli.main(["run", "--prepare-only", *tiny_overrides(tiny_data_root, tmp_path / "cache", out)]) == 0
     assert (out / "config.yaml").is_file() and not (out / "metrics.jsonl").exists()
     assert f"config-file='{out / 'config.yaml'}'" in capsys.readouterr().out
+
+
+def test_lane_shares_split_the_cpus_and_give_each_lane_a_gpu_in_turn():
+    lanes = launch.lane_shares(2, 1, num_cpus=16, gpus=["0", "1", "2"])
+    assert [x["num_cpus"] for x in lanes] == [8, 8]
+    assert [x["env"]["CUDA_VISIBLE_DEVICES"] for x in lanes] == ["0", "1"]
+    assert launch.lane_shares(4, 2, num_cpus=2, gpus=["0"]) == [{"num_cpus": 2, "env": {}}] * 4  # one GPU: shared
+    with pytest.raises(Exception, match="sweep.parallel"):
+        launch.lane_shares(0)
+
+
+def test_a_bad_sweep_parallel_is_one_clear_error():
+    from fl_mdisc.config import compose
+    from fl_mdisc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="sweep.parallel"):
+        compose(["sweep.parallel=0"])
