@@ -41,6 +41,7 @@ import torch
 from fl_mdisc.attack import (craft_poison, grads_norm, lambda_update_grad, reversed_trigger_grad, scale_to_norm,
                              second_order_term)
 from fl_mdisc.burnin import load_model
+from fl_mdisc.config import OMNISCIENT_ATTACKS
 from fl_mdisc.data import stream_batch, to_float
 from fl_mdisc.models import set_params
 from fl_mdisc.sampling import stream_step
@@ -56,6 +57,10 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
     a = cfg.attack
     if a.name == "crash":
         raise RuntimeError(f"simulated client failure in partition {pid} (attack=crash)")
+    if a.name in OMNISCIENT_ATTACKS:  # its reply is replaced server-side (strategies/omniscient.py)
+        new, metrics = train_honest(cfg_json, params, conf, pid)
+        metrics["poisoned"] = 1
+        return new, metrics
     if a.name in ("nan", "shape", "scale", "spoof"):
         new, metrics = train_honest(cfg_json, params, conf, pid)
         if a.name == "nan":

@@ -434,7 +434,8 @@ def apply_calibration(cfg, entry: dict, log=print, device="cpu") -> dict | None:
 
     Returns the fit (or None when nothing had to be calibrated)."""
     s = cfg.strategy
-    if s.name not in ("gc", "dgc"):
+    norm_based = s.name == "byzfl" and (s.get("aggregator") == "cc" or "clipping" in list(s.get("pre") or []))
+    if s.name not in ("gc", "dgc") and not norm_based:  # ByzFL's cc radius / clipping bound: C, as GC's
         return None
     need_c = s.get("clip_norm") is None
     need_p = s.name == "dgc" and (s.get("mu") is None or s.get("tau") is None)

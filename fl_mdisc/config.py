@@ -18,10 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
 
-STRATEGIES = ("st", "gc", "dgc", "median", "trimmed_mean", "multikrum")
+STRATEGIES = ("st", "gc", "dgc", "median", "trimmed_mean", "multikrum", "byzfl")
 PARTITIONS = ("iid", "dirichlet", "pathological")
 LAMBDA_ATTACKS = ("lambda_update", "adaptive_update")  # the lambda-update and its DGC-aware form
-ATTACKS = ("none", "accumulative", "stream_poison", "lambda_update", "adaptive_update", "nan", "shape", "scale", "spoof", "crash")
+OMNISCIENT_ATTACKS = ("alie", "ipm", "signflip", "gaussian", "inf", "mimic")  # ByzFL's, fl_mdisc/byzfl_ref.py
+ATTACKS = ("none", "accumulative", "stream_poison", "lambda_update", "adaptive_update", "nan", "shape", "scale", "spoof",
+           "crash") + OMNISCIENT_ATTACKS
 DEFENSES = ("none", "dsc", "at")
 DATASETS = ("cifar10", "mnist")
 MODELS = ("small_cnn", "resnet18")
@@ -188,6 +190,19 @@ def validate(cfg: DictConfig) -> None:
     ray_address(cfg)
     engine(cfg)
     _num(cfg, "sweep.parallel", 1, integer=True)
+    if cfg.strategy.name == "byzfl":
+        from . import byzfl_ref
+
+        byzfl_ref._choose(byzfl_ref.AGGREGATORS, str(cfg.strategy.aggregator), "strategy.aggregator")
+        pre = cfg.strategy.get("pre") or []
+        if isinstance(pre, str) or not all(isinstance(x, str) for x in pre):
+            raise ConfigError(f"strategy.pre must be a list of names, e.g. strategy.pre=[nnm], got {pre!r}")
+        for x in pre:
+            byzfl_ref._choose(byzfl_ref.PRE_AGGREGATORS, x, "strategy.pre entry")
+        _num(cfg, "strategy.f", 0, integer=True, allow_none=True)
+    if cfg.attack.name in OMNISCIENT_ATTACKS and cfg.attack.get("optimal") and cfg.strategy.name != "byzfl":
+        raise ConfigError(f"attack.optimal=true searches the attack against a ByzFL aggregator; use strategy=byzfl "
+                          f"or attack.optimal=false (strategy={cfg.strategy.name})")
     _num(cfg, "eval_every", 1, integer=True)
     _num(cfg, "checkpoint_every", 1, integer=True)
     _num(cfg, "server_threads", 1, integer=True)

@@ -1,7 +1,9 @@
 """Build the server strategy chain from the config:
-ServerSGD(ReplyValidator([GC|DGC](SampledParticipation(base)))).
+ServerSGD([OmniscientAdversary](ReplyValidator([GC|DGC](SampledParticipation(base))))).
 
-The base is a Flower strategy (FedAvg, FedMedian, FedTrimmedAvg, MultiKrum) used for its aggregation only; which
+The base is a Flower strategy (FedAvg, FedMedian, FedTrimmedAvg, MultiKrum, or ByzFL's aggregators through
+``strategies.byzfl``) used for its aggregation only; the omniscient reference attackers (``attack=alie|ipm|...``)
+are a simulation step outside every defence (``strategies.omniscient``); which
 clients take part is decided by SampledParticipation (reproducible K of N: fl_mdisc/sampling.py)."""
 
 from __future__ import annotations
@@ -26,17 +28,50 @@ def build_base(cfg):
         return FedMedian(**kw)
     if name == "trimmed_mean":
         return FedTrimmedAvg(beta=float(cfg.strategy.beta), **kw)
+    if name == "byzfl":
+        from fl_mdisc import byzfl_ref
+
+        from .byzfl import ByzFLAggregation
+
+        p = byzfl_params(cfg)
+        return ByzFLAggregation(byzfl_ref.make_aggregator(str(cfg.strategy.aggregator), p),
+                                byzfl_ref.make_pre([str(x) for x in cfg.strategy.pre], p), seed=int(cfg.seed), **kw)
     if name == "multikrum":
         return MultiKrum(num_malicious_nodes=int(cfg.strategy.num_malicious),
                          num_nodes_to_select=int(cfg.strategy.num_to_select), **kw)
     raise ValueError(f"unknown strategy {name!r}")
 
 
+def byzfl_params(cfg) -> dict:
+    """Parameters of the ByzFL pieces: f (null: :func:`fl_mdisc.byzfl_ref.default_f`), the radius of centered
+    clipping and the bound of the clipping pre-aggregation (null: C, the calibrated median honest update norm, the
+    bound GC uses), and the rest as configured (null: ByzFL's default)."""
+    from fl_mdisc import byzfl_ref
+    from fl_mdisc.sampling import clients_per_round
+
+    s = cfg.strategy if cfg.strategy.name == "byzfl" else {}
+    f = s.get("f") if s else None
+    if f is None:
+        f = byzfl_ref.default_f(int(cfg.fed.num_malicious), int(cfg.fed.num_clients), clients_per_round(cfg))
+    C = s.get("clip_norm") if s else None
+    return {"f": int(f), "tau": C if C is not None else None, "c": C, "L": s.get("cc_iters") if s else None,
+            "nu": s.get("geomed_nu") if s else None, "T": s.get("geomed_iters") if s else None,
+            "s": s.get("bucket_size") if s else None, "idx": s.get("monna_idx") if s else None}
+
+
+def attack_params(cfg) -> dict:
+    a = cfg.attack
+    return {k: a.get(k) for k in ("tau", "mu", "sigma", "epsilon", "optimal") if a.get(k) is not None}
+
+
 def build_strategy(cfg, probe_md=None, set_hist=None, malicious=()):
     """Return (outer strategy, clipping wrapper or None, validator); ``outer.sampler`` is the sampling wrapper."""
     from fl_mdisc.sampling import participants
 
-    sampler = SampledParticipation(build_base(cfg), lambda rnd, phase: participants(cfg, rnd, phase, malicious))
+    base = build_base(cfg)
+    sampler = SampledParticipation(base, lambda rnd, phase: participants(cfg, rnd, phase, malicious))
+    if cfg.strategy.name == "byzfl":
+        base.reference = lambda: sampler.current_arrays
     inner = sampler
     clip = None
     s = cfg.strategy
@@ -54,6 +89,18 @@ def build_strategy(cfg, probe_md=None, set_hist=None, malicious=()):
             step_scale=float(cfg.fed.server_lr), mode=str(s.get("mode", "clip")),
             statistic=str(s.get("statistic", "absolute")), norm=str(s.get("norm", "l2")))
     validator = ReplyValidator(inner)
-    outer = ServerSGD(validator, lr=float(cfg.fed.server_lr), momentum=float(cfg.fed.server_momentum))
+    top = validator
+    from fl_mdisc import byzfl_ref
+
+    if cfg.attack.name in byzfl_ref.ATTACKS:  # the omniscient attackers: a simulation step outside every defence
+        from .omniscient import OmniscientAdversary
+
+        agg = base.aggregator if cfg.strategy.name == "byzfl" else None
+        pre = base.pre if cfg.strategy.name == "byzfl" else []
+        attack = byzfl_ref.make_attack(str(cfg.attack.name), attack_params(cfg), agg=agg, pre=pre,
+                                       f=byzfl_params(cfg)["f"] or 1)
+        top = OmniscientAdversary(validator, attack, malicious, node_to_pid=lambda: validator.node_to_pid,
+                                  seed=int(cfg.seed))
+    outer = ServerSGD(top, lr=float(cfg.fed.server_lr), momentum=float(cfg.fed.server_momentum))
     outer.sampler = sampler
     return outer, clip, validator

@@ -146,6 +146,8 @@ def run(grid: Grid, run_config: dict) -> dict:
         calib["dgc"] = {"clip_norm": cfg.strategy.clip_norm, "mu": cfg.strategy.mu, "tau": cfg.strategy.tau,
                         "statistic": cfg.strategy.get("statistic", "absolute"),
                         "source": "explicit (config)" if fit is None or "mu" not in fit else "fitted (calibration.py)"}
+    elif cfg.strategy.name == "byzfl" and fit is not None:
+        calib["byzfl"] = {"clip_norm": cfg.strategy.clip_norm, "source": "fitted (calibration.py)"}
     elif cfg.strategy.name == "gc":
         calib["gc"] = {"clip_norm": cfg.strategy.clip_norm,
                        "source": "explicit (config)" if fit is None else "fitted (calibration.py)"}
