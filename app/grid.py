@@ -1,4 +1,9 @@
-"""``fl-mdisc grid``: does DGC generalise? Settings x strategies x {clean, poisoned} x seeds as one resumable sweep.
+"""``fl-mdisc grid``: does DGC generalise? Settings x strategies x attacks x seeds as one resumable sweep.
+
+Axes (override lists): ``settings=[...]``, ``strategies=[...]`` (config names, or ``byzfl-<aggregator>[-<pre>...]``
+for ByzFL's aggregators: ``byzfl-cc``, ``byzfl-geomed-nnm``), ``attacks=[...]`` (default ``[none, lambda_update]``,
+reported as the scenarios ``clean`` and ``poisoned``; the reference attacks ``alie``, ``ipm``, ... add a column each),
+``seeds=[...]``.
 
 A *setting* is a named list of overrides (the preset's ``tables.grid.settings``: IID with 5 clients, Dirichlet
 alpha 0.5 and 0.1 with 10, IID and Dirichlet with 100 clients of which 10 take part per round and 10 % are
@@ -28,6 +33,21 @@ def grid_settings(base) -> dict[str, list[str]]:
     if g is None or not g.get("settings"):
         raise ConfigError(f"preset {base.preset_name!r} defines no tables.grid.settings; use preset=cpu or add them")
     return {str(k): [str(o) for o in v] for k, v in g.settings.items()}
+
+
+def strategy_overrides(name: str) -> list[str]:
+    """A strategy axis value: a strategy config name (``dgc``), or ``byzfl-<aggregator>[-<pre>...]`` for ByzFL's
+    aggregator with its pre-aggregations in order (``byzfl-geomed-nnm``: NNM, then the geometric median)."""
+    if not name.startswith("byzfl-"):
+        return [f"strategy={name}"]
+    agg, *pre = name.split("-")[1:]
+    return ["strategy=byzfl", f"strategy.aggregator={agg}", f"strategy.pre=[{','.join(pre)}]"]
+
+
+def scenario_of(attack: str, poison_attack: str) -> str:
+    """The scenario name of an attack axis value: ``clean`` (none), ``poisoned`` (the accumulative attack of the
+    preset, as in every earlier grid), else the attack's name."""
+    return "clean" if attack == "none" else "poisoned" if attack == poison_attack else attack
 
 
 def flag_rates(rounds: list[dict]) -> dict:
@@ -61,9 +81,10 @@ def summarise(runs: list[dict]) -> list[dict]:
     from .report import STRATEGY_ORDER
 
     rank = {s: i for i, s in enumerate(STRATEGY_ORDER)}
+    scenarios = list(dict.fromkeys(["clean", "poisoned", *(r["scenario"] for r in runs)]))
     for setting, strat in sorted(keys, key=lambda k: (order[k[0]], rank.get(k[1], 99), k[1])):
         row = {"setting": setting, "strategy": strat}
-        for scen in ("clean", "poisoned"):
+        for scen in scenarios:
             rs = [r for r in runs if (r["setting"], r["strategy"], r["scenario"]) == (setting, strat, scen)]
             row[f"{scen}_seeds"] = sorted(r["seed"] for r in rs)
             row[f"{scen}_mean"], row[f"{scen}_std"] = _ms([r["summary"].get("mean_accuracy") for r in rs])
@@ -76,6 +97,8 @@ def summarise(runs: list[dict]) -> list[dict]:
                 mal = sum(x["malicious"] for x in rates)
                 if scen == "poisoned":
                     row["recall"] = round(sum(x["malicious_flagged"] for x in rates) / mal, 4) if mal else None
+                elif scen != "clean":
+                    row[f"{scen}_recall"] = round(sum(x["malicious_flagged"] for x in rates) / mal, 4) if mal else None
                 row[f"{scen}_honest_fpr_per_seed"] = [round(x["honest_flagged"] / x["honest"], 4) if x["honest"] else None
                                                      for x in rates]
         rows.append(row)
@@ -95,15 +118,18 @@ def grid_markdown(doc: dict) -> str:
              "poisoning); recall = share of the attackers' updates it flagged.", ""]
     for name, over in doc["settings"].items():
         lines.append(f"* `{name}`: `{' '.join(over) or '(the preset: 5 clients, IID, all every round)'}`")
-    lines += ["", "| setting | strategy | clean | poisoned | trigger drop | DGC FPR clean | DGC FPR poisoned | recall |",
-              "|---|---|---|---|---|---|---|---|"]
+    extra = [a for a in doc.get("scenarios", ["clean", "poisoned"]) if a not in ("clean", "poisoned")]
+    head = "| setting | strategy | clean | poisoned | trigger drop | DGC FPR clean | DGC FPR poisoned | recall |"
+    head += "".join(f" {a} | {a} recall |" for a in extra)
+    lines += ["", head, "|---|---|---|---|---|---|---|---|" + "---|---|" * len(extra)]
     for r in doc["rows"]:
         def ms(scen):
             m, s = r.get(f"{scen}_mean"), r.get(f"{scen}_std")
             return "–" if m is None else (f"{m:.2f} ± {s:.2f}" if len(r.get(f"{scen}_seeds", [])) > 1 else f"{m:.2f}")
         lines.append(f"| {r['setting']} | {label(r['strategy'])} | {ms('clean')} | {ms('poisoned')} | "
                      f"{_f(r.get('trigger_drop'))} | {_f(r.get('clean_honest_fpr'), 3)} | "
-                     f"{_f(r.get('poisoned_honest_fpr'), 3)} | {_f(r.get('recall'), 3)} |")
+                     f"{_f(r.get('poisoned_honest_fpr'), 3)} | {_f(r.get('recall'), 3)} |"
+                     + "".join(f" {ms(a)} | {_f(r.get(f'{a}_recall'), 3)} |" for a in extra))
     lines += ["", f"Accuracy at evaluated rounds {doc['steps']} (mean over seeds) is in grid.json / grid.csv.",
               f"Command: `{doc['command']}`"]
     return "\n".join(lines) + "\n"
@@ -117,9 +143,11 @@ def plot_grid(doc: dict, path: Path) -> None:
 
     settings = list(doc["settings"])
     strategies = list(dict.fromkeys(r["strategy"] for r in doc["rows"]))
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
+    scens = list(doc.get("scenarios", ["clean", "poisoned"]))
+    fig, axes = plt.subplots(1, len(scens), figsize=(6.5 * len(scens), 4.2), sharey=True, squeeze=False)
+    axes = axes[0]
     w = 0.8 / max(1, len(strategies))
-    for ax, scen in zip(axes, ("clean", "poisoned")):
+    for ax, scen in zip(axes, scens):
         for i, strat in enumerate(strategies):
             m = [next((r.get(f"{scen}_mean") for r in doc["rows"] if r["setting"] == s and r["strategy"] == strat), None)
                  for s in settings]
@@ -133,7 +161,7 @@ def plot_grid(doc: dict, path: Path) -> None:
         ax.set_title(f"{scen}: mean accuracy over evaluations")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(axis="y", alpha=0.3)
-        lo = [r.get(f"{s}_mean") for r in doc["rows"] for s in ("clean", "poisoned") if r.get(f"{s}_mean") is not None]
+        lo = [r.get(f"{s}_mean") for r in doc["rows"] for s in scens if r.get(f"{s}_mean") is not None]
         if lo:
             ax.set_ylim(max(0, min(lo) - 10), min(100, max(lo) + 5))
     axes[0].legend(fontsize=8)
@@ -156,9 +184,11 @@ def grid(overrides: list[str], quiet: bool = True) -> dict:
     if unknown:
         raise ConfigError(f"unknown grid setting(s) {unknown}; choose from {list(all_settings)}")
     strategies, overrides = pop_list(overrides, "strategies", [str(s) for s in base.tables.grid.strategies])
-    scenarios, overrides = pop_list(overrides, "scenarios", ["clean", "poisoned"])
     poison_attack = _get(overrides, "poison_attack") or "lambda_update"
     overrides = [o for o in overrides if not o.startswith("poison_attack=")]
+    attacks, overrides = pop_list(overrides, "attacks", ["none", poison_attack])
+    scenarios, overrides = pop_list(overrides, "scenarios", [scenario_of(a, poison_attack) for a in attacks])
+    attack_of = {scenario_of(a, poison_attack): a for a in attacks} | {"clean": "none", "poisoned": poison_attack}
     rest = [o for o in overrides if not o.startswith("out_dir=")]
     if _get(rest, "num_rounds") is None:
         rest.append(f"num_rounds={int(base.tables.grid.rounds)}")
@@ -171,12 +201,12 @@ def grid(overrides: list[str], quiet: bool = True) -> dict:
         for name in names:
             for scen in scenarios:
                 for strat in strategies:
-                    att = "none" if scen == "clean" else poison_attack
+                    att = attack_of.get(scen, scen)
                     cell = f"{name}-{scen}-{strat}-s{seed}"
                     cells.append({"name": cell, "setting": name, "scenario": scen, "strategy": strat, "seed": int(seed),
                                   "attack": att, "out_dir": str(out / "cells" / cell),
-                                  "overrides": rest + all_settings[name] + [f"strategy={strat}", f"attack={att}",
-                                                                            f"seed={seed}"]})
+                                  "overrides": rest + all_settings[name] + strategy_overrides(strat)
+                                  + [f"attack={att}", f"seed={seed}"]})
     for c in cells:  # every cell's config is valid before the first one starts
         compose(c["overrides"])
     run_cells(cells, quiet)
@@ -184,6 +214,7 @@ def grid(overrides: list[str], quiet: bool = True) -> dict:
     steps = report_steps(R, eval_every)
     doc = {"preset": str(base.preset_name), "rounds": R, "eval_every": eval_every, "seeds": [int(s) for s in seeds],
            "settings": {n: all_settings[n] for n in names}, "strategies": strategies, "steps": steps,
+           "scenarios": scenarios,
            "poison_attack": poison_attack, "rows": summarise(runs),
            "accuracy_at_steps": [{"setting": r["setting"], "scenario": r["scenario"], "strategy": r["strategy"],
                                   "seed": r["seed"], "accuracy": [next((m["accuracy"] for m in r["metrics"]

@@ -34,7 +34,11 @@ STRATEGY_LABEL = {"dgc_scale": "DGC-scale", "median": "FedMedian", "trimmed_mean
 
 
 def label(name: str) -> str:
-    """Display name of a strategy / method (the JSON keeps the config name)."""
+    """Display name of a strategy / method (the JSON keeps the config name); ``byzfl-<agg>[-<pre>...]`` reads
+    ``ByzFL <AGG>+<PRE>``."""
+    if name.startswith("byzfl-"):
+        agg, *pre = name.split("-")[1:]
+        return "ByzFL " + "+".join(x.upper() for x in [*pre, agg])
     return STRATEGY_LABEL.get(name, name.upper())
 
 

@@ -158,6 +158,30 @@ class TestGridSummary:
         assert row["clean_mean"] == 70.5 and row["clean_std"] == 0.5 and row["clean_honest_fpr"] == 0.5
         assert row["recall"] == 1.0 and row["trigger_drop"] == 1.0
 
+    def test_attack_and_byzfl_axes(self, tmp_path):
+        from app.grid import grid_markdown, plot_grid, scenario_of, strategy_overrides, summarise
+        from app.report import label
+
+        assert strategy_overrides("dgc") == ["strategy=dgc"]
+        assert strategy_overrides("byzfl-geomed-nnm") == ["strategy=byzfl", "strategy.aggregator=geomed",
+                                                           "strategy.pre=[nnm]"]
+        assert strategy_overrides("byzfl-cc") == ["strategy=byzfl", "strategy.aggregator=cc", "strategy.pre=[]"]
+        assert label("byzfl-geomed-nnm") == "ByzFL NNM+GEOMED"
+        assert [scenario_of(a, "lambda_update") for a in ("none", "lambda_update", "alie")] == ["clean", "poisoned", "alie"]
+        rounds = [{"phase": "accumulate", "clients": [{"malicious": False, "flagged": False},
+                                                      {"malicious": True, "flagged": True}]}]
+        runs = [{"setting": "a", "strategy": st, "scenario": sc, "seed": 0, "rounds": rounds if st == "dgc" else [],
+                 "summary": {"mean_accuracy": 60.0, "trigger_drop": 0.0}}
+                for sc in ("clean", "poisoned", "alie") for st in ("dgc", "byzfl-cc")]
+        rows = summarise(runs)
+        assert rows[0]["alie_mean"] == 60.0 and rows[0]["alie_recall"] == 1.0
+        doc = {"preset": "cpu", "rounds": 5, "seeds": [0], "eval_every": 5, "settings": {"a": []}, "rows": rows,
+               "steps": [5], "command": "x", "scenarios": ["clean", "poisoned", "alie"]}
+        md = grid_markdown(doc)
+        assert "| alie | alie recall |" in md and "ByzFL CC" in md
+        plot_grid(doc, tmp_path / "g.png")
+        assert (tmp_path / "g.png").stat().st_size > 0
+
 
 def test_multirun_expands_hydra_sweep_syntax():
     from app.tables import expand_sweep
