@@ -25,7 +25,8 @@ from that round's honest vectors (the omniscient threat model of the Byzantine-F
   vectors), ``tau`` default 1.5.  ``ipm`` (Inner-Product Manipulation, Xie et al. 2020): -tau * mu.
   ``signflip``: -mu.  ``gaussian``: N(mu, sigma^2) per coordinate (ByzFL's ``mu``, ``sigma``).  ``inf``: +inf in
   every coordinate (our ReplyValidator drops it: a reference for the validator, not for an aggregator).  ``mimic``
-  (Karimireddy et al. 2022): a copy of one honest vector (ByzFL's heuristic choice, ``epsilon`` rounds of warm-up).
+  (Karimireddy et al. 2022): a copy of the honest vector number ``epsilon`` (ByzFL's form: a fixed index, not the
+  paper's learnt direction).
 * ``attack.optimal=true`` (``alie`` and ``ipm`` only): ByzFL's ``Optimal_*`` variants, which search tau to
   maximise the distance of the aggregate from the honest mean under the run's own ByzFL aggregator and
   pre-aggregations (``strategy=byzfl`` only: it needs an aggregator ByzFL can evaluate).

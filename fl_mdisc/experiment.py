@@ -26,12 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 from omegaconf import OmegaConf
 
-from .config import config_hash
+from .config import OMNISCIENT_ATTACKS, config_hash
 from .data import ArrayDataset, Split, attacker_split, load_dataset, partition_pool, split_of
 from .errors import DataError
 
 ATTACKER_VAL_SIZE, ATTACKER_TRIGGER_SIZE = 500, 100  # conf/attack/{lambda_update,accumulative}.yaml
-MALICIOUS_ATTACKS = ("accumulative", "lambda_update", "adaptive_update", "nan", "shape", "scale", "spoof", "crash")
+MALICIOUS_ATTACKS = ("accumulative", "lambda_update", "adaptive_update", "nan", "shape", "scale", "spoof", "crash",
+                     *OMNISCIENT_ATTACKS)
 
 
 @dataclass

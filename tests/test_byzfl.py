@@ -163,3 +163,15 @@ class TestFactory:
         ups = [reply([np.full(4, 0.1 * i, np.float32)], i) for i in range(6)]
         arrays, _ = outer.aggregate_train(1, ups)
         assert np.isfinite(arrays.to_numpy_ndarrays()[0]).all()
+
+
+class TestPlan:
+    def test_reference_attackers_are_the_last_partitions(self, tiny_data_root, tmp_path):
+        from fl_mdisc.config import compose, resolve_paths
+        from fl_mdisc.experiment import make_plan
+
+        from .conftest import tiny_overrides
+
+        cfg = compose(tiny_overrides(tiny_data_root, tmp_path / "c", tmp_path / "o", "attack=alie", "fed.num_malicious=2"))
+        resolve_paths(cfg)
+        assert make_plan(cfg).malicious == frozenset({1, 2})

@@ -66,6 +66,18 @@ def test_dgc_run_end_to_end_and_deterministic(dirs):
     assert (base / "a" / "rounds.jsonl").read_bytes() == (base / "b" / "rounds.jsonl").read_bytes()
 
 
+def test_omniscient_attacker_reaches_the_defences(dirs):
+    """attack=mimic through real Flower messages: the server-side adversary step replaces the attacker's reply with
+    a copy of the first honest update of the round, which GC then sees (same norm as client 0)."""
+    data, cache, base = dirs
+    simulate(tiny_overrides(data, cache, base / "mimic", "strategy=gc", "strategy.clip_norm=1e6", "attack=mimic",
+                            "trigger=false", "num_rounds=2"))
+    for r in rows(base / "mimic" / "rounds.jsonl"):
+        cl = {c["partition-id"]: c for c in r["clients"]}
+        assert cl[2]["malicious"] and not cl[0]["malicious"]
+        assert cl[2]["norm"] == pytest.approx(cl[0]["norm"], rel=1e-5) and cl[2]["norm"] != cl[1]["norm"]
+
+
 def test_resume_equals_uninterrupted(dirs):
     data, cache, base = dirs
     ov = ["strategy=gc", "attack=accumulative", "defense=dsc"]
