@@ -177,7 +177,8 @@ def grid(overrides: list[str], quiet: bool = True) -> dict:
 
     command = "fl-mdisc grid " + " ".join(overrides)
     seeds, overrides = pop_list(overrides, "seeds", [0])
-    base = compose([o for o in overrides if not o.startswith(("out_dir=", "settings=", "strategies=", "scenarios="))])
+    base = compose([o for o in overrides if not o.startswith(("out_dir=", "settings=", "strategies=", "scenarios=",
+                                                              "attacks=", "poison_attack="))])
     all_settings = grid_settings(base)
     names, overrides = pop_list(overrides, "settings", list(all_settings))
     unknown = [s for s in names if s not in all_settings]
