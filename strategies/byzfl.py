@@ -8,7 +8,8 @@ global model theta and the replies theta_1..theta_n (already validated, and clip
     theta_agg = theta + unflatten(aggregator(x))                   (strategy.aggregator)
 
 and the server step (ServerSGD: lr, momentum) applies theta - theta_agg as every other strategy does, so a ByzFL row
-differs from ST only in its aggregation rule. Randomised pieces run under the seed (run seed, round). Metrics are
+differs from ST only in its aggregation rule. ByzFL's aggregators are used as stateful objects across rounds, as
+ByzFL does: centered clipping centres each round on its previous aggregate (m), which the server checkpoint keeps. Randomised pieces run under the seed (run seed, round). Metrics are
 aggregated as FedAvg does. Where this differs from ByzFL's own benchmark: ByzFL aggregates gradients (or momentum
 vectors) of one SGD step; here the vectors are our clients' model updates, whatever their local training.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import FedAvg
 
@@ -33,6 +35,16 @@ class ByzFLAggregation(FedAvg):
         super().__init__(**kw)
         self.aggregator, self.pre, self.seed = aggregator, list(pre), int(seed)
         self.reference = reference  # the global model of this round (set by the factory: the sampler's copy)
+
+    def state(self) -> dict | None:
+        """What ByzFL keeps between calls (centered clipping's centre m: the previous aggregate, as in Karimireddy et
+        al. 2021), for the server checkpoint, so that a resumed run equals an uninterrupted one."""
+        m = getattr(self.aggregator, "m", None)
+        return None if m is None else {"m": np.asarray(m).copy()}
+
+    def load_state(self, state: dict) -> None:
+        if state and "m" in state and hasattr(self.aggregator, "m"):
+            self.aggregator.m = np.asarray(state["m"]).copy()
 
     def aggregate_train(self, server_round, replies):
         replies = list(replies)

@@ -176,6 +176,8 @@ def run(grid: Grid, run_config: dict) -> dict:
             strategy.momentum_vector = ck["momentum"]
             if clip is not None and hasattr(clip, "history") and ck.get("dgc_history") is not None:
                 clip.history.extend(ck["dgc_history"])
+            if ck.get("aggregator_state") is not None:  # e.g. centered clipping's centre (ByzFL keeps it between rounds)
+                strategy.sampler.strategy.load_state(ck["aggregator_state"])
             start_round, keep = ck["round"] + 1, ck["round"]
             monitor_round, done = ck.get("monitor_round"), bool(ck.get("done"))
             _say(f"resuming from round {ck['round']} ({ckpt_path})")
@@ -251,6 +253,7 @@ def run(grid: Grid, run_config: dict) -> dict:
         if rnd % int(cfg.checkpoint_every) == 0 or done or rnd == cfg.stop_after:
             torch.save({"round": rnd, "arrays": arrays.to_numpy_ndarrays(), "momentum": strategy.momentum_vector,
                         "dgc_history": list(getattr(clip, "history", []) or []) or None,
+                        "aggregator_state": getattr(strategy.sampler.strategy, "state", lambda: None)(),
                         "monitor_round": monitor_round, "done": done, "cfg_json": to_json(_core(cfg))}, ckpt_path)
         if cfg.stop_after is not None and rnd == int(cfg.stop_after) and not done:
             _say(f"stopping after round {rnd} (stop_after); rerun the same command to resume")
