@@ -144,6 +144,28 @@ def plot_grid(doc: dict, path: Path) -> None:
     settings = list(doc["settings"])
     strategies = list(dict.fromkeys(r["strategy"] for r in doc["rows"]))
     scens = list(doc.get("scenarios", ["clean", "poisoned"]))
+    if len(settings) == 1 and len(scens) > 2:  # one setting, many attacks: one panel, attacks on the x axis
+        fig, ax = plt.subplots(figsize=(2.2 * len(scens) + 2, 4.2))
+        w = 0.8 / max(1, len(strategies))
+        for i, strat in enumerate(strategies):
+            row = next((r for r in doc["rows"] if r["strategy"] == strat), {})
+            m = [row.get(f"{sc}_mean") for sc in scens]
+            e = [row.get(f"{sc}_std") for sc in scens]
+            x = np.arange(len(scens)) + (i - (len(strategies) - 1) / 2) * w
+            ax.bar(x, [np.nan if v is None else v for v in m], w, yerr=[0 if v is None else v for v in e],
+                   label=label(strat), capsize=2)
+        ax.set_xticks(np.arange(len(scens)))
+        ax.set_xticklabels(["clean" if sc == "clean" else f"{doc.get('poison_attack', 'poisoned')}" if sc == "poisoned"
+                            else sc for sc in scens])
+        ax.set_ylabel("mean test accuracy over evaluations (%)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower left")
+        ax.set_title(f"{settings[0]}: strategies x attacks (preset {doc['preset']}, {doc['rounds']} rounds, "
+                     f"seeds {doc['seeds']})")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return
     fig, axes = plt.subplots(1, len(scens), figsize=(6.5 * len(scens), 4.2), sharey=True, squeeze=False)
     axes = axes[0]
     w = 0.8 / max(1, len(strategies))
