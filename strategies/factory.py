@@ -95,8 +95,11 @@ def build_strategy(cfg, probe_md=None, set_hist=None, malicious=()):
     if cfg.attack.name in byzfl_ref.ATTACKS:  # the omniscient attackers: a simulation step outside every defence
         from .omniscient import OmniscientAdversary
 
-        agg = base.aggregator if cfg.strategy.name == "byzfl" else None
-        pre = base.pre if cfg.strategy.name == "byzfl" else []
+        agg = pre = None
+        if cfg.strategy.name == "byzfl":  # its own instances: a search must not move the strategy's state (CC's centre)
+            p = byzfl_params(cfg)
+            agg = byzfl_ref.make_aggregator(str(cfg.strategy.aggregator), p)
+            pre = byzfl_ref.make_pre([str(x) for x in cfg.strategy.pre], p)
         attack = byzfl_ref.make_attack(str(cfg.attack.name), attack_params(cfg), agg=agg, pre=pre,
                                        f=byzfl_params(cfg)["f"] or 1)
         top = OmniscientAdversary(validator, attack, malicious, node_to_pid=lambda: validator.node_to_pid,
