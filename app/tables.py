@@ -175,10 +175,7 @@ def sweep_parallel(cfg) -> int:
     """``sweep.parallel``: how many groups of cells run at once (default 1: one after the other)."""
     from omegaconf import OmegaConf
 
-    k = OmegaConf.select(cfg, "sweep.parallel", default=1)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(f"sweep.parallel={k!r}: use 1 (sequential) or a larger integer, e.g. sweep.parallel=2")
-    return int(k)
+    return int(OmegaConf.select(cfg, "sweep.parallel", default=1))  # validated (>= 1, integer) when composed
 
 
 def _run_batch(fed, batch, n_cells: int, t0: float, quiet: bool, lane: dict | None) -> None:

@@ -42,9 +42,10 @@ class OmniscientAdversary(StrategyWrapper):
     def aggregate_train(self, server_round, replies):
         replies = list(replies)
         pid_of = (self.node_to_pid() if self.node_to_pid else None) or {}
-        ok = [m for m in replies if not m.has_error()]
-        bad = [m for m in ok if pid_of.get(int(m.metadata.src_node_id)) in self.malicious]
-        good = [m for m in ok if m not in bad]
+        bad, good = [], []
+        for m in replies:  # one pass, by sender identity (never a Message comparison)
+            if not m.has_error():
+                (bad if pid_of.get(int(m.metadata.src_node_id)) in self.malicious else good).append(m)
         self.last = {"attackers": len(bad), "honest": len(good)}
         if bad and good:
             theta = self.current_arrays
