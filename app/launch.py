@@ -32,6 +32,7 @@ def _free_port() -> int:
 
 
 _ACTIVE: dict[str, dict[str, str]] = {}  # FLWR_HOME -> env of every run this process has going (sweep lanes)
+_ACTIVE_PROCS: dict[str, list[int]] = {}  # FLWR_HOME -> the Deployment Engine processes a run started
 _LANES = itertools.count()
 
 
@@ -194,6 +195,8 @@ def stop_all() -> None:
     calls it when a parallel sweep is interrupted, since Ctrl-C reaches the main thread only."""
     for env in list(_ACTIVE.values()):
         stop_superlink(env)
+    for pids in list(_ACTIVE_PROCS.values()):
+        kill_trees(list(pids))
 
 
 def run_flwr(project: Path, config_file: Path | list[Path], num_clients: int, cpus_per_client: int = 1,
@@ -321,6 +324,7 @@ def run_deployment(project: Path, config_file: Path | list[Path], num_clients: i
     cmds = deployment_commands(port, num_clients, node_ports, home)
     procs: list[subprocess.Popen] = []
     logs: dict[str, Path] = {}
+    _ACTIVE_PROCS[str(home)] = pids = []
     try:
         for name, cmd in cmds.items():
             (home / name).mkdir(parents=True, exist_ok=True)
@@ -329,6 +333,7 @@ def run_deployment(project: Path, config_file: Path | list[Path], num_clients: i
             with open(logs[name], "w") as fh:
                 procs.append(subprocess.Popen(cmd, cwd=str(home / name), env=penv, stdout=fh,
                                               stderr=subprocess.STDOUT, start_new_session=True))
+            pids.append(procs[-1].pid)
             if name == "superlink":
                 _wait_healthy(port, procs[0], logs[name])
         cli_home = home / "cli"
@@ -344,6 +349,7 @@ def run_deployment(project: Path, config_file: Path | list[Path], num_clients: i
         return status
     finally:
         kill_trees([p.pid for p in procs])  # also on Ctrl-C: never leave a SuperLink, SuperNode or ClientApp
+        _ACTIVE_PROCS.pop(str(home), None)
         for p in procs:
             try:
                 p.wait(timeout=10)
