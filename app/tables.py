@@ -121,17 +121,17 @@ def run_cells(cells: list[dict], quiet: bool = True, group: int = 8) -> list[dic
         cfg, path = prepare(cell["overrides"] + [f"out_dir={out}"])
         pending.append((i, cell, cfg, path))
     parallel = sweep_parallel(pending[0][2]) if pending else 1
-    if parallel > 1:  # enough groups for every lane: split the cells of one federation evenly
-        group = min(int(group), max(1, -(-len(pending) // parallel)))
-    batches: list[list] = []
+    runs: list[tuple] = []  # consecutive pending cells of one federation
     for item in pending:
         cfg = item[2]
         fed = (int(cfg.fed.num_clients), int(cfg.client_threads), gpus_per_client(cfg), str(cfg.data_root),
                ray_address(cfg), engine(cfg))
-        if batches and batches[-1][0] == fed and len(batches[-1][1]) < max(1, int(group)):
-            batches[-1][1].append(item)
+        if runs and runs[-1][0] == fed:
+            runs[-1][1].append(item)
         else:
-            batches.append((fed, [item]))
+            runs.append((fed, [item]))
+    batches = [(fed, items[j: j + size]) for fed, items in runs
+               for size in [group_size(len(items), int(group), parallel)] for j in range(0, len(items), size)]
     for _fed, batch in batches:  # burn-ins and attacker calibrations first, here, before any lane starts Ray
         for _i, _cell, cfg, _path in batch:
             warm_burnin(cfg)
@@ -169,6 +169,15 @@ def run_cells(cells: list[dict], quiet: bool = True, group: int = 8) -> list[dic
         raise
     pool.shutdown(wait=True)
     return cells
+
+
+def group_size(n: int, group: int, parallel: int) -> int:
+    """Cells per ``flwr run`` for a run of ``n`` consecutive cells of one federation: at most ``group``; with
+    ``parallel`` lanes, also at most ceil(n / parallel), so every lane can take a share of each federation. (One group
+    per federation let the slowest federation, FedAvg with 5 local steps in the grid, run its 8 cells on one lane
+    while the other lane sat idle; each extra group costs ~25 s of SuperLink and Ray start-up.)"""
+    size = max(1, int(group))
+    return min(size, max(1, -(-int(n) // int(parallel)))) if parallel > 1 else size
 
 
 def sweep_parallel(cfg) -> int:

@@ -147,6 +147,16 @@ def test_lane_shares_split_the_cpus_and_give_each_lane_a_gpu_in_turn():
         launch.lane_shares(0)
 
 
+def test_parallel_lanes_split_every_federation_so_no_lane_runs_one_alone():
+    from app.tables import group_size
+
+    assert group_size(8, 8, 1) == 8  # one lane: one flwr run per federation (up to the group cap)
+    assert group_size(20, 8, 1) == 8
+    assert group_size(8, 8, 2) == 4  # two lanes: each federation's 8 cells in two runs, one per lane
+    assert group_size(7, 8, 2) == 4 and group_size(1, 8, 2) == 1
+    assert group_size(30, 8, 3) == 8  # the cap still holds
+
+
 def test_a_bad_sweep_parallel_is_one_clear_error():
     from fl_mdisc.config import compose
     from fl_mdisc.errors import ConfigError
