@@ -105,6 +105,49 @@ def summarise(runs: list[dict]) -> list[dict]:
     return rows
 
 
+def per_seed_rows(runs: list[dict]) -> list[dict]:
+    """One row per (setting, seed): each strategy's clean and poisoned mean accuracy, DGC's honest FPR on the clean
+    stream and its recall under poisoning, and whether DGC > GC > ST held under poisoning on that seed (a claim
+    must hold on every burn-in seed, not only on the mean)."""
+    out = []
+    order = {s: i for i, s in enumerate(dict.fromkeys(r["setting"] for r in runs))}
+    for setting, seed in sorted({(r["setting"], r["seed"]) for r in runs}, key=lambda k: (order[k[0]], k[1])):
+        row = {"setting": setting, "seed": seed}
+        for r in runs:
+            if (r["setting"], r["seed"]) != (setting, seed) or r["scenario"] not in ("clean", "poisoned"):
+                continue
+            row[f"{r['scenario']}_{r['strategy']}"] = r["summary"].get("mean_accuracy")
+            if r["strategy"] == "dgc":
+                x = flag_rates(r["rounds"])
+                if r["scenario"] == "clean":
+                    row["clean_dgc_fpr"] = round(x["honest_flagged"] / x["honest"], 4) if x["honest"] else None
+                elif x["malicious"]:
+                    row["recall"] = round(x["malicious_flagged"] / x["malicious"], 4)
+        p = [row.get(f"poisoned_{k}") for k in ("dgc", "gc", "st")]
+        row["dgc_gt_gc_gt_st"] = None if None in p else bool(p[0] > p[1] > p[2])
+        out.append(row)
+    return out
+
+
+def per_seed_markdown(rows: list[dict], strategies: list[str]) -> list[str]:
+    from .report import label
+
+    strats = [s for s in strategies if any(f"poisoned_{s}" in r or f"clean_{s}" in r for r in rows)]
+    lines = ["", "Per seed (mean accuracy over the evaluations, clean / poisoned):", "",
+             "| setting | seed | " + " | ".join(label(s) for s in strats)
+             + " | DGC FPR clean | DGC − GC clean | recall | DGC > GC > ST |",
+             "|---|---|" + "---|" * len(strats) + "---|---|---|---|"]
+    for r in rows:
+        cells = [f"{_f(r.get(f'clean_{s}'))} / {_f(r.get(f'poisoned_{s}'))}" for s in strats]
+        c_d, c_g = r.get("clean_dgc"), r.get("clean_gc")
+        diff = None if c_d is None or c_g is None else c_d - c_g
+        ok = r.get("dgc_gt_gc_gt_st")
+        lines.append(f"| {r['setting']} | {r['seed']} | " + " | ".join(cells)
+                     + f" | {_f(r.get('clean_dgc_fpr'), 3)} | {_f(diff)} | {_f(r.get('recall'), 3)} | "
+                     + ("–" if ok is None else "yes" if ok else "**no**") + " |")
+    return lines
+
+
 def _f(v, digits=2):
     return "–" if v is None else f"{v:.{digits}f}"
 
@@ -130,6 +173,8 @@ def grid_markdown(doc: dict) -> str:
                      f"{_f(r.get('trigger_drop'))} | {_f(r.get('clean_honest_fpr'), 3)} | "
                      f"{_f(r.get('poisoned_honest_fpr'), 3)} | {_f(r.get('recall'), 3)} |"
                      + "".join(f" {ms(a)} | {_f(r.get(f'{a}_recall'), 3)} |" for a in extra))
+    if len(doc["seeds"]) > 1 and doc.get("per_seed"):
+        lines += per_seed_markdown(doc["per_seed"], list(doc.get("strategies") or []))
     lines += ["", f"Accuracy at evaluated rounds {doc['steps']} (mean over seeds) is in grid.json / grid.csv.",
               f"Command: `{doc['command']}`"]
     return "\n".join(lines) + "\n"
@@ -238,7 +283,7 @@ def grid(overrides: list[str], quiet: bool = True) -> dict:
     doc = {"preset": str(base.preset_name), "rounds": R, "eval_every": eval_every, "seeds": [int(s) for s in seeds],
            "settings": {n: all_settings[n] for n in names}, "strategies": strategies, "steps": steps,
            "scenarios": scenarios,
-           "poison_attack": poison_attack, "rows": summarise(runs),
+           "poison_attack": poison_attack, "rows": summarise(runs), "per_seed": per_seed_rows(runs),
            "accuracy_at_steps": [{"setting": r["setting"], "scenario": r["scenario"], "strategy": r["strategy"],
                                   "seed": r["seed"], "accuracy": [next((m["accuracy"] for m in r["metrics"]
                                                                         if m["round"] == s and m.get("phase") != "trigger"), None)

@@ -158,6 +158,25 @@ class TestGridSummary:
         assert row["clean_mean"] == 70.5 and row["clean_std"] == 0.5 and row["clean_honest_fpr"] == 0.5
         assert row["recall"] == 1.0 and row["trigger_drop"] == 1.0
 
+    def test_per_seed_rows_check_the_order_on_every_seed(self):
+        from app.grid import grid_markdown, per_seed_rows
+
+        rounds = [{"phase": "accumulate", "clients": [{"malicious": False, "flagged": f} for f in (True, False, False, False)]
+                   + [{"malicious": True, "flagged": True}]}]
+        acc = {("poisoned", "dgc", 0): 70.0, ("poisoned", "gc", 0): 68.0, ("poisoned", "st", 0): 60.0,
+               ("poisoned", "dgc", 1): 66.0, ("poisoned", "gc", 1): 67.0, ("poisoned", "st", 1): 60.0}
+        runs = [{"setting": "a", "strategy": st, "scenario": sc, "seed": seed, "rounds": rounds if st == "dgc" else [],
+                 "summary": {"mean_accuracy": acc.get((sc, st, seed), 72.0 + 0.1 * (st == "dgc"))}}
+                for seed in (0, 1) for sc in ("clean", "poisoned") for st in ("st", "gc", "dgc")]
+        rows = per_seed_rows(runs)
+        assert [(r["seed"], r["dgc_gt_gc_gt_st"]) for r in rows] == [(0, True), (1, False)]
+        assert rows[0]["clean_dgc_fpr"] == 0.25 and rows[0]["recall"] == 1.0 and rows[1]["poisoned_gc"] == 67.0
+        doc = {"preset": "cpu", "rounds": 5, "seeds": [0, 1], "eval_every": 5, "settings": {"a": []}, "rows": [],
+               "steps": [5], "command": "x", "strategies": ["st", "gc", "dgc"], "per_seed": rows}
+        md = grid_markdown(doc)
+        assert "| a | 0 | 72.00 / 60.00 | 72.00 / 68.00 | 72.10 / 70.00 | 0.250 | 0.10 | 1.000 | yes |" in md
+        assert "| a | 1 |" in md and "| **no** |" in md
+
     def test_attack_and_byzfl_axes(self, tmp_path):
         from app.grid import grid_markdown, plot_grid, scenario_of, strategy_overrides, summarise
         from app.report import label
