@@ -16,7 +16,9 @@ defence exactly as a reply from the attackers would. Per round, with the global 
 
 The attackers' own replies (an honest update of their data) are discarded. With no honest client or no attacker in
 the round, nothing changes. Which sender is an attacker is read from the server's node id -> partition id map (the
-identity the validator trusts), never from a claimed id.
+identity the validator trusts), never from a claimed id. The honest updates are stacked in partition-id order, not
+in arrival order: replies arrive in whatever order Ray finishes them, and an order-dependent attack (Mimic copies
+the first honest update; float sums depend on order) would otherwise differ from run to run under one seed.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class OmniscientAdversary(StrategyWrapper):
         for m in replies:  # one pass, by sender identity (never a Message comparison)
             if not m.has_error():
                 (bad if pid_of.get(int(m.metadata.src_node_id)) in self.malicious else good).append(m)
+        good.sort(key=lambda m: pid_of.get(int(m.metadata.src_node_id), float("inf")))  # not Ray's arrival order
         self.last = {"attackers": len(bad), "honest": len(good)}
         if bad and good:
             theta = self.current_arrays

@@ -95,6 +95,20 @@ class TestOmniscient:
             np.testing.assert_array_equal(byzfl_ref.flatten(reply_arrays(m)), byzfl_ref.flatten(THETA) + x)
         assert adv.last == {"attackers": 2, "honest": 4}
 
+    def test_honest_updates_enter_the_attack_in_partition_order_not_arrival_order(self):
+        """Mimic copies the first honest update: with replies arriving 3, 1, 0, 2 (Ray's order varies run to run),
+        the attacker still copies partition 0's update, so one seed gives one run."""
+        X = vectors(4, seed=3)
+        rs = replies_for(X)
+        inner = _Keep()
+        adv = OmniscientAdversary(inner, byzfl_ref.make_attack("mimic", {"epsilon": 0}), malicious=[3],
+                                  node_to_pid=lambda: {i + 10: i for i in range(4)}, seed=1)
+        prime(adv, THETA)
+        adv.aggregate_train(2, [rs[3], rs[1], rs[0], rs[2]])
+        np.testing.assert_array_equal(byzfl_ref.flatten(reply_arrays(inner.got[0])),
+                                      (byzfl_ref.flatten(THETA) + X[0]).astype(np.float32))
+        assert not np.allclose(X[0], X[1])
+
     def test_identity_comes_from_the_sender_not_a_claim(self):
         X = vectors(3, seed=2)
         inner = _Keep()
