@@ -144,7 +144,9 @@ def run_cells(cells: list[dict], quiet: bool = True, group: int = 8) -> list[dic
     from .launch import lane_shares, stop_all
 
     shares = lane_shares(min(parallel, len(batches)), batches[0][0][1])
-    print(f"[sweep] {len(batches)} groups on {len(shares)} lanes at once ({shares[0]['num_cpus']} CPUs each)", flush=True)
+    capped = cap_threads([item for _fed, batch in batches for item in batch], int(shares[0]["num_cpus"]))
+    print(f"[sweep] {len(batches)} groups on {len(shares)} lanes at once ({shares[0]['num_cpus']} CPUs each"
+          + (f"; torch threads capped at {shares[0]['num_cpus']} in {capped} cells" if capped else "") + ")", flush=True)
     free = list(range(len(shares)))
     import threading
 
@@ -169,6 +171,34 @@ def run_cells(cells: list[dict], quiet: bool = True, group: int = 8) -> list[dic
         raise
     pool.shutdown(wait=True)
     return cells
+
+
+THREAD_KEYS = ("server_threads", "client_threads", "attacker_threads")
+
+
+def cap_threads(items: list[tuple], lane_cpus: int) -> int:
+    """Cap each pending cell's torch threads (``server_threads``, ``client_threads``, ``attacker_threads``) at its
+    lane's CPUs and rewrite its config file; returns how many cells changed.
+
+    Lanes share the machine: two lanes each running a 2-thread attacker on 2 cores oversubscribe them, and torch's
+    OpenMP threads then spin against each other. Measured here (``.venv/bin/python benchmarks/lane_threads.py``):
+    one lambda-update attacker call takes 1.50 s with 1 thread and 0.82 s with 2 alone, but 3.4-3.6 s with 2 threads
+    when two run at once, against 1.54-1.62 s with 1 thread each. The thread count changes float rounding (CPU
+    kernels split their sums by thread), so the capped counts are written into the cell's ``config.yaml``: a cell's
+    numbers are a function of its recorded config, and a cell run in a parallel sweep may differ in the last bits
+    from the same cell run alone with more threads."""
+    from omegaconf import OmegaConf
+
+    changed = 0
+    for _i, _cell, cfg, path in items:
+        over = {k: lane_cpus for k in THREAD_KEYS
+                if OmegaConf.select(cfg, k) is not None and int(OmegaConf.select(cfg, k)) > lane_cpus}
+        if over:
+            for k, v in over.items():
+                OmegaConf.update(cfg, k, v)
+            Path(path).write_text(OmegaConf.to_yaml(cfg))
+            changed += 1
+    return changed
 
 
 def group_size(n: int, group: int, parallel: int) -> int:

@@ -73,17 +73,21 @@ def test_deployment_engine_gives_the_simulation_numbers_and_cleans_up(simulated,
 
 def test_parallel_sweep_cells_equal_the_sequential_ones(simulated, tiny_data_root, capsys):
     """``sweep.parallel=2``: two groups at once, each its own SuperLink and a private Ray with half the CPUs; a cell
-    gives the numbers it gave when run alone (the module's simulation run)."""
+    gives the numbers it gives when run alone with the same torch threads (one each here, so that no lane's thread
+    cap applies: tests/test_launch.py checks the cap, which is written into the cell's config)."""
     from app.tables import run_cells
 
-    tmp, sim_out, _pid, _err = simulated
+    tmp, _sim_out, _pid, _err = simulated
+    threads = ["server_threads=1", "client_threads=1", "attacker_threads=1"]
     cells = []
     for name, extra in (("a", ARGS), ("b", ("strategy=gc", "attack=none", "num_rounds=3"))):
         ov = [o for o in tiny_overrides(tiny_data_root, tmp / "cache", tmp / "x", *extra) if not o.startswith("out_dir=")]
-        cells.append({"name": name, "overrides": [*ov, "sweep.parallel=2"], "out_dir": str(tmp / "par" / name)})
+        cells.append({"name": name, "overrides": [*ov, *threads, "sweep.parallel=2"], "out_dir": str(tmp / "par" / name)})
+    alone = {**cells[0], "overrides": cells[0]["overrides"][:-1], "out_dir": str(tmp / "alone" / "a")}
+    run_cells([alone])
     run_cells(cells)
     assert "2 groups on 2 lanes at once" in capsys.readouterr().out
-    a, b = tmp / "par" / "a", tmp / "par" / "b"
+    a, b, sim_out = tmp / "par" / "a", tmp / "par" / "b", tmp / "alone" / "a"
     assert (b / "summary.json").is_file()
     assert _jsonl(a / "metrics.jsonl") == _jsonl(sim_out / "metrics.jsonl")
     assert _jsonl(a / "rounds.jsonl") == _jsonl(sim_out / "rounds.jsonl")

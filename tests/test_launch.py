@@ -163,3 +163,28 @@ def test_a_bad_sweep_parallel_is_one_clear_error():
 
     with pytest.raises(ConfigError, match="sweep.parallel"):
         compose(["sweep.parallel=0"])
+
+
+def test_parallel_lanes_cap_each_cells_torch_threads_at_the_lane_share_and_record_it(tmp_path):
+    """Two lanes of 2-thread processes on 2 cores oversubscribe them (an attacker call: 1.5 s alone at 1 thread,
+    3.5 s at 2 threads beside another lane); the cap is written into the cell's config, which decides its numbers."""
+    from omegaconf import OmegaConf
+
+    from app.tables import cap_threads
+    from fl_mdisc.config import compose
+
+    items = []
+    for name, ov in (("a", ["server_threads=2", "attacker_threads=2", "client_threads=1"]),
+                     ("b", ["server_threads=1", "attacker_threads=1", "client_threads=1"])):
+        cfg = compose(["preset=cpu", *ov])
+        path = tmp_path / name / "config.yaml"
+        path.parent.mkdir()
+        path.write_text(OmegaConf.to_yaml(cfg))
+        items.append((0, {"name": name}, cfg, path))
+    before_b = items[1][3].read_text()
+    assert cap_threads(items, 1) == 1  # only cell a had more threads than its lane's CPU
+    rec = OmegaConf.load(items[0][3])
+    assert (rec.server_threads, rec.attacker_threads, rec.client_threads) == (1, 1, 1)
+    assert (items[0][2].server_threads, items[0][2].attacker_threads) == (1, 1)  # the config the run is given
+    assert items[1][3].read_text() == before_b  # a cell within its share is left untouched
+    assert cap_threads(items, 4) == 0  # a lane with more CPUs than threads caps nothing (never raises a count)
