@@ -157,6 +157,18 @@ def test_parallel_lanes_split_every_federation_so_no_lane_runs_one_alone():
     assert group_size(30, 8, 3) == 8  # the cap still holds
 
 
+def test_parallel_groups_mix_a_federations_clean_and_poisoned_cells():
+    from app.tables import split_groups
+
+    cells = ["clean-st", "clean-gc", "clean-dgc", "clean-mk", "poisoned-st", "poisoned-gc", "poisoned-dgc", "poisoned-mk"]
+    assert split_groups(cells, 8, 1) == [cells]  # sequential: in order, as before
+    assert split_groups(cells, 3, 1) == [cells[:3], cells[3:6], cells[6:]]
+    two = split_groups(cells, 4, 2)
+    assert two == [cells[0::2], cells[1::2]]
+    assert all(sum(c.startswith("poisoned") for c in g) == 2 for g in two)  # each lane gets half of the attacked cells
+    assert sorted(c for g in split_groups(cells[:7], 4, 2) for c in g) == sorted(cells[:7])  # nothing lost or repeated
+
+
 def test_a_bad_sweep_parallel_is_one_clear_error():
     from fl_mdisc.config import compose
     from fl_mdisc.errors import ConfigError
