@@ -200,3 +200,22 @@ def test_parallel_lanes_cap_each_cells_torch_threads_at_the_lane_share_and_recor
     assert (items[0][2].server_threads, items[0][2].attacker_threads) == (1, 1)  # the config the run is given
     assert items[1][3].read_text() == before_b  # a cell within its share is left untouched
     assert cap_threads(items, 4) == 0  # a lane with more CPUs than threads caps nothing (never raises a count)
+
+
+def test_the_fab_carries_the_app_not_the_committed_results():
+    """Flower refuses a FAB over 10 MiB; the grid's committed cells alone pass that (~6 MB a seed), so pyproject's
+    ``fab-exclude`` leaves docs/, benchmarks/ and tests/ out. What the ServerApp and ClientApp import stays in."""
+    import io
+    import zipfile
+    from pathlib import Path
+
+    from flwr.cli.build import build_fab_from_disk
+
+    repo = Path(__file__).resolve().parents[1]
+    fab = build_fab_from_disk(repo)
+    names = zipfile.ZipFile(io.BytesIO(fab)).namelist()
+    assert not [n for n in names if n.split("/")[0] in ("docs", "benchmarks", "tests")]
+    for needed in ("strategies/server_app.py", "clients/client_app.py", "fl_mdisc/calibration.py", "conf/config.yaml",
+                   "app/launch.py"):
+        assert needed in names
+    assert len(fab) < 2 * 1024 * 1024
