@@ -18,7 +18,8 @@ printed at the end (the server's work, start-up and evaluations come on top).
 
     .venv/bin/python benchmarks/grid_cost.py /path/to/grid/cells --seed 2 [--cores 2] [--sweep-wall-s S]
 
-``--measure`` adds the grid's work in CPU-seconds, independent of the load when it ran: it times (with
+``--measure`` adds the grid's work in CPU-seconds (run it on an otherwise idle machine: beside a running sweep
+the per-call CPU time came out 2-2.6x larger, OpenMP threads spinning against the other processes): it times (with
 ``time.process_time``, one torch thread, in this process) one honest call, one FedAvg 5-step call, one attacker call,
 DGC's probe scoring of one update and one test evaluation, each the median of ``--repeats`` runs at theta_start of
 burn-in seed ``--seed``, and multiplies them by the calls the cells made. Their sum divided by ``--cores`` is the
