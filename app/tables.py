@@ -105,7 +105,8 @@ def run_cells(cells: list[dict], quiet: bool = True, group: int = 8) -> list[dic
 
     ``sweep.parallel=K`` (default 1) runs up to K groups at once, each ``flwr run`` with its own SuperLink, a
     private Ray with 1/K of the CPUs and, with several GPUs, one GPU in turn (``app.launch.lane_shares``); a cell's
-    numbers do not depend on its group or lane (tests/test_e2e_flwr.py)."""
+    numbers do not depend on its group or lane at equal torch threads (tests/test_e2e_flwr.py); each lane's threads are
+    capped at its CPUs (:func:`cap_threads`), and the capped counts are recorded in the cell's config."""
     from fl_mdisc.config import engine, ray_address
 
     from .runner import gpus_per_client, prepare, warm_burnin
@@ -132,7 +133,7 @@ def run_cells(cells: list[dict], quiet: bool = True, group: int = 8) -> list[dic
             runs.append((fed, [item]))
     batches = [(fed, part) for fed, items in runs
                for part in split_groups(items, group_size(len(items), int(group), parallel), parallel)]
-    for _fed, batch in batches:  # burn-ins and attacker calibrations first, here, before any lane starts Ray
+    for _fed, batch in batches:  # burn-ins and calibrations (attacker's, server's) first, before any lane starts Ray
         for _i, _cell, cfg, _path in batch:
             warm_burnin(cfg)
     if parallel <= 1 or len(batches) <= 1:
