@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     from fl_mdisc.calibration import fit_threshold
 
+    notes = []
     print("| setting | seed | k | window (rounds) | mu | honest FPR (clean cell) | recall (poisoned cell) |")
     print("|---|---|---|---|---|---|---|")
     for clean in sorted(args.cells.glob("*-clean-dgc-s*")):
@@ -61,7 +62,29 @@ def main(argv=None) -> int:
             fpr = float(np.mean(h_clean > mu)) if len(h_clean) else float("nan")
             rec = float(np.mean(a_pois > mu)) if len(a_pois) else float("nan")
             print(f"| {setting} | {seed} | {k} | {window} | {mu:.3f} | {fpr:.3f} | {rec:.2f} |")
+        q = lambda v, x: float(np.quantile(v, x)) if len(v) else float("nan")  # noqa: E731
+        notes.append(f"* {setting} seed {seed}: real honest q98 {q(h_clean, 0.98):.3f} (clean cell); attackers' "
+                     f"statistic median {q(a_pois, 0.5):.3f}, q10-q90 {q(a_pois, 0.1):.3f}-{q(a_pois, 0.9):.3f} "
+                     f"(poisoned cell); today's fit: largest two simulated values of the window that set mu: "
+                     f"{top2(steps, vals, alpha, int(calib['fpr_window']), per_step)}")
+    print()
+    print("\n".join(notes))
     return 0
+
+
+def top2(steps, vals, alpha: float, window: int, per_step: float) -> str:
+    """The two largest simulated values of the window whose own threshold is largest (today's rule, k = 1)."""
+    from fl_mdisc.calibration import fit_fpr_threshold
+
+    window = max(window, math.ceil(1 / (alpha * per_step)))
+    lo, hi = int(steps.min()), int(steps.max())
+    starts = list(range(lo, hi + 1, window))
+    if len(starts) > 1 and hi + 1 - starts[-1] < window:
+        starts.pop()
+    best = max(zip(starts, starts[1:] + [hi + 1]), key=lambda ab: fit_fpr_threshold(
+        steps[(steps >= ab[0]) & (steps < ab[1])], vals[(steps >= ab[0]) & (steps < ab[1])], alpha, slope=False)[0])
+    w = np.sort(vals[(steps >= best[0]) & (steps < best[1])])
+    return f"{w[-1]:.3f}, {w[-2]:.3f} (rounds {best[0]}-{best[1] - 1}, window median {np.median(w):.3f})"
 
 
 if __name__ == "__main__":
