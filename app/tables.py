@@ -49,7 +49,7 @@ CELL_KEYS = ("preset_name", "protocol", "seed", "num_rounds", "trigger", "datase
              "defense.name", "burnin.seed")
 CELL_KEYS += ("fed.clients_per_round", "fed.partition", "fed.dirichlet_alpha", "fed.classes_per_client",
               "fed.local_steps", "fed.client_lr", "fed.server_momentum", "fed.attacker_data", "fed.batch_size",
-              "strategy.fpr_window", "attack.beta", "attack.md_form", "attack.md_budget")
+              "strategy.fpr_window", "strategy.max_flagged", "attack.beta", "attack.md_form", "attack.md_budget")
 FITTED_KEYS = ("strategy.clip_norm", "strategy.mu", "strategy.tau")  # null asks for the run's own calibration
 # keys added after cells were recorded: a recorded config without them ran with these values
 LATER_KEYS = {"fed.attacker_data": "partition", "fed.classes_per_client": 2, "attack.beta": 0.0, "attack.md_form": "paper"}
@@ -64,6 +64,13 @@ def _key(cfg, dotted: str):
         if cfg.strategy.name != "dgc":
             return None
         return fpr_window(cfg) if "fpr_window" in cfg.strategy else None
+
+    if dotted == "strategy.max_flagged":  # compare the cap the run used (a record without the key: none)
+        from fl_mdisc.calibration import max_flagged
+
+        if cfg.strategy.name != "dgc":
+            return None
+        return max_flagged(cfg) if "max_flagged" in cfg.strategy else None
 
     v = OmegaConf.select(cfg, dotted, default=None)
     if v is None and dotted in LATER_KEYS:

@@ -295,6 +295,7 @@ def validate(cfg: DictConfig) -> None:
                               "strategy.target_fpr)")
         _num(cfg, "strategy.target_fpr", 0, 0.5, lo_open=True, allow_none=True)
         _num(cfg, "strategy.cohort_z", 0, lo_open=True, allow_none=True)
+        _num(cfg, "strategy.max_flagged", 0, integer=True, allow_none=True)
         _num(cfg, "strategy.probe_size", 1, integer=True)
         if cfg.strategy.hist not in ("burnin", "lag"):
             raise ConfigError(f"unknown strategy.hist '{cfg.strategy.hist}'; choose burnin or lag")

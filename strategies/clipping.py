@@ -87,6 +87,21 @@ def dgc_factor(norm: float, clip_norm: float, md: float, P: float, gc_fac: float
     return gc_factor(norm, dgc_bound(clip_norm, md, P))
 
 
+def capped_flags(stats: list[float], P: float, max_flagged: int | None) -> list[bool]:
+    """Which updates of a round DGC flags: s_k > P_t, and, with a cap c (``max_flagged``), only the c largest of them:
+
+        flagged_k = s_k > P_t  and  s_k > s_(c+1),
+
+    s_(c+1) the (c+1)-th largest statistic of the round (ties at s_(c+1) are not flagged, so never more than c).
+    An update above P_t but outside the top c keeps GC's factor. With at most c attackers in the round, flagging
+    more than c updates flags an honest one for sure (``fl_mdisc.calibration.max_flagged``: c from f and K)."""
+    over = [float(s) > P for s in stats]
+    if max_flagged is None or len(stats) <= max_flagged:
+        return over
+    floor = sorted((float(s) for s in stats), reverse=True)[int(max_flagged)]
+    return [o and float(s) > floor for o, s in zip(over, stats)]
+
+
 STATISTICS = ("absolute", "increase", "cohort")
 
 

@@ -19,7 +19,9 @@ This is the rule of DESIGN.md section 5. For each client update Delta_k at round
    ``absolute`` s_k = MD_k (the original rule); ``increase`` s_k = MD_k - MD(theta_t), what the update adds
    (one more probe forward per round; the default, chosen from measurements: see below); ``cohort`` the robust
    z-score of MD_k within the round.
-4. Threshold P_t = mu + tau * t. If s_k <= P_t the GC factor f_k is kept as is (bit-identical to GC);
+4. Threshold P_t = mu + tau * t. An update is flagged when s_k > P_t and, with a cap c (``max_flagged``: under
+   non-IID data c = min(K, f), the most attackers a round can hold), s_k is among the round's c largest
+   (:func:`strategies.clipping.capped_flags`). If it is not flagged the GC factor f_k is kept as is (bit-identical to GC);
    otherwise the bound shrinks to C_k = C * P_t / s_k and Delta_k <- Delta_k * min(1, C_k / ||Delta_k||)
    (``mode="clip"``, the default), or the GC-clipped update is scaled by P_t / s_k whatever its norm
    (``mode="scale"``: C_k = min(C, ||Delta_k||) * P_t / s_k, so a flagged update below C is shrunk too).
@@ -48,7 +50,7 @@ from logging import INFO
 from flwr.common import log
 from flwr.serverapp.strategy import Strategy
 
-from .clipping import DGC_MODES, STATISTICS, apply_factor, dgc_bound, dgc_factor, dgc_statistic
+from .clipping import DGC_MODES, STATISTICS, apply_factor, capped_flags, dgc_bound, dgc_factor, dgc_statistic
 from .gc import GradientClipping
 
 
@@ -59,7 +61,8 @@ class DiscrepancyAwareClipping(GradientClipping):
                  probe_md: Callable[[list], list[float]] | None = None,
                  set_hist: Callable[[list], None] | None = None,
                  md_source: str = "server", hist_lag: int | None = None, round_offset: int = 0,
-                 step_scale: float = 1.0, mode: str = "clip", statistic: str = "absolute", norm: str = "l2") -> None:
+                 step_scale: float = 1.0, mode: str = "clip", statistic: str = "absolute", norm: str = "l2",
+                 max_flagged: int | None = None) -> None:
         super().__init__(strategy, clip_norm, norm)
         if mode not in DGC_MODES:
             raise ValueError(f"unknown DGC mode {mode!r}; choose one of {DGC_MODES}")
@@ -67,6 +70,9 @@ class DiscrepancyAwareClipping(GradientClipping):
             raise ValueError(f"unknown DGC statistic {statistic!r}; choose one of {STATISTICS}")
         if statistic != "absolute" and md_source != "server":
             raise ValueError("statistic 'increase'/'cohort' needs md_source='server'")
+        if max_flagged is not None and int(max_flagged) < 1:
+            raise ValueError(f"max_flagged must be >= 1 (None: no cap), got {max_flagged}")
+        self.max_flagged = None if max_flagged is None else int(max_flagged)
         self.mode = mode
         self.statistic = statistic
         if md_source == "server" and probe_md is None:
@@ -81,8 +87,8 @@ class DiscrepancyAwareClipping(GradientClipping):
         self.history: deque = deque(maxlen=(hist_lag + 1) if hist_lag else 1)
 
     def summary(self) -> None:
-        log(INFO, "\t├── DGC (%s, %s): C=%s, P_t = %s + %s * t, MD from %s", self.mode, self.statistic, self.clip_norm,
-            self.mu, self.tau, self.md_source)
+        log(INFO, "\t├── DGC (%s, %s): C=%s, P_t = %s + %s * t, MD from %s, at most %s flagged a round", self.mode,
+            self.statistic, self.clip_norm, self.mu, self.tau, self.md_source, self.max_flagged or "all")
         super().summary()
 
     def threshold(self, server_round: int) -> float:
@@ -109,11 +115,15 @@ class DiscrepancyAwareClipping(GradientClipping):
         else:
             mds = [float(m.get("md-client", 0.0)) for (_p, _u, m) in items]
         stats = dgc_statistic(mds, base, self.statistic)
+        flags = capped_flags(stats, P, self.max_flagged)
         out = []
-        for (_p, _u, _m), (fac, entry), md, st in zip(items, gc, mds, stats):
-            new_fac = dgc_factor(entry["norm"], self.clip_norm, st, P, fac, self.mode)
-            entry.update({"md": float(md), "stat": float(st), "P": P, "factor": new_fac, "flagged": bool(st > P),
-                          "bound": dgc_bound(self.clip_norm, st, P, entry["norm"], self.mode)})
+        for (_p, _u, _m), (fac, entry), md, st, flag in zip(items, gc, mds, stats, flags):
+            P_k = P if flag or st <= P else float(st)  # spared by the cap: judged as if at the threshold (GC's factor)
+            new_fac = dgc_factor(entry["norm"], self.clip_norm, st, P_k, fac, self.mode)
+            entry.update({"md": float(md), "stat": float(st), "P": P, "factor": new_fac, "flagged": bool(flag),
+                          "bound": dgc_bound(self.clip_norm, st, P_k, entry["norm"], self.mode)})
+            if self.max_flagged is not None:
+                entry["spared"] = bool(st > P and not flag)  # above P_t, outside the round's max_flagged largest
             if base is not None:
                 entry["md_base"] = float(base)
             out.append((new_fac, entry))

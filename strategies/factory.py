@@ -66,6 +66,7 @@ def attack_params(cfg) -> dict:
 
 def build_strategy(cfg, probe_md=None, set_hist=None, malicious=()):
     """Return (outer strategy, clipping wrapper or None, validator); ``outer.sampler`` is the sampling wrapper."""
+    from fl_mdisc.calibration import max_flagged
     from fl_mdisc.sampling import participants
 
     base = build_base(cfg)
@@ -87,7 +88,8 @@ def build_strategy(cfg, probe_md=None, set_hist=None, malicious=()):
             inner, float(s.clip_norm), float(s.mu), float(s.tau), probe_md=probe_md, set_hist=set_hist,
             md_source=str(s.md_source), hist_lag=int(s.hist_lag) if s.hist == "lag" else None,
             step_scale=float(cfg.fed.server_lr), mode=str(s.get("mode", "clip")),
-            statistic=str(s.get("statistic", "absolute")), norm=str(s.get("norm", "l2")))
+            statistic=str(s.get("statistic", "absolute")), norm=str(s.get("norm", "l2")),
+            max_flagged=max_flagged(cfg))
     validator = ReplyValidator(inner)
     top = validator
     from fl_mdisc import byzfl_ref

@@ -7,7 +7,7 @@ import pytest
 
 from fl_mdisc.burnin import burnin_key, ensure_burnin
 from fl_mdisc.calibration import (apply_calibration, calibrate, calibration_key, fit_fpr_threshold, fit_threshold,
-                                  fpr_window)
+                                  fpr_window, max_flagged)
 from fl_mdisc.experiment import make_plan
 from strategies.clipping import dgc_statistic
 
@@ -73,6 +73,23 @@ class TestFitThresholdWindow:
         assert fpr_window(_cfg(tiny, "strategy.fpr_window=4")) == 4
         with pytest.raises(ValueError, match="fpr_window"):
             fpr_window(_cfg(tiny, "strategy.fpr_window=-1"))
+
+
+    def test_flag_cap_rule(self, tiny):
+        assert max_flagged(_cfg(tiny)) is None  # IID: no cap
+        assert max_flagged(_cfg(tiny, "fed.partition=dirichlet", "fed.num_clients=10")) == 1  # f = 1 of 10
+        assert max_flagged(_cfg(tiny, "fed.partition=dirichlet", "fed.num_clients=10", "fed.num_malicious=0",
+                                "attack=none")) == 1  # no attacker assumed: still the one outlier
+        assert max_flagged(_cfg(tiny, "fed.partition=dirichlet", "fed.num_clients=10", "fed.num_malicious=3")) == 3
+        # K = 10 of 100 with 10 attackers: a round can hold all 10, so the cap is K, i.e. none
+        assert max_flagged(_cfg(tiny, "fed.partition=dirichlet", "fed.num_clients=100", "fed.clients_per_round=10",
+                                "fed.num_malicious=10")) is None
+        assert max_flagged(_cfg(tiny, "strategy.max_flagged=2", "fed.num_clients=10")) == 2  # forced under IID
+        assert max_flagged(_cfg(tiny, "fed.partition=dirichlet", "strategy.max_flagged=0")) is None
+        from fl_mdisc.errors import ConfigError
+
+        with pytest.raises(ConfigError, match="strategy.max_flagged=-1 is out of range"):  # before any work
+            _cfg(tiny, "strategy.max_flagged=-1")
 
 
 class TestDgcStatistic:

@@ -278,6 +278,11 @@ def test_reused_cells_must_share_beta_and_the_dgc_fit_window(tmp_path):
     cell = recorded(dgc + ["fed.partition=dirichlet"], drop=("fpr_window",))
     with pytest.raises(FlMdiscError, match="strategy.fpr_window: None != 10"):
         check_cell_matches({"name": "c", "overrides": dgc + ["fed.partition=dirichlet"]}, cell)
+    cell = recorded(dgc, drop=("max_flagged",))  # recorded before the flag cap: IID has none, reused
+    check_cell_matches({"name": "c", "overrides": dgc}, cell)
+    cell = recorded(dgc + ["fed.partition=dirichlet"], drop=("max_flagged",))
+    with pytest.raises(FlMdiscError, match="strategy.max_flagged: None != 1"):
+        check_cell_matches({"name": "c", "overrides": dgc + ["fed.partition=dirichlet"]}, cell)
 
 
 def test_table3_cells_carry_attack_overrides(monkeypatch, tmp_path):

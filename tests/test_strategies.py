@@ -3,7 +3,7 @@ import pytest
 from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import FedAvg, FedAvgM
 
-from strategies.clipping import dgc_bound, dgc_factor, gc_factor, l2_norm
+from strategies.clipping import capped_flags, dgc_bound, dgc_factor, gc_factor, l2_norm
 from strategies.dgc import DiscrepancyAwareClipping
 from strategies.gc import GradientClipping
 from strategies.server_opt import ServerSGD
@@ -138,6 +138,39 @@ class TestDGC:
         prime(s, [np.zeros(2, dtype=np.float32)])
         s.aggregate_train(1, [reply([[0.0, float(i)]], i) for i in range(4)])
         assert [e["flagged"] for e in s.client_log] == [False, False, False, True]
+
+
+    def test_cap_flags_only_the_rounds_largest_statistics(self):
+        # probe "MD" = first coordinate; increase statistic with MD(theta_t) = 0: s = 0.9, 0.5, 0.1, 0.7, P = 0.3
+        s = DiscrepancyAwareClipping(fedavg(), 10.0, mu=0.3, tau=0.0, probe_md=lambda c: [float(p[0][0]) for p in c],
+                                     statistic="increase", step_scale=1.0, max_flagged=1)
+        prime(s, [np.zeros(3, dtype=np.float32)])
+        s.aggregate_train(1, [reply([[v, 0, 0]], i) for i, v in enumerate((0.9, 0.5, 0.1, 0.7))])
+        log = {e["partition-id"]: e for e in s.client_log}
+        assert [log[i]["flagged"] for i in range(4)] == [True, False, False, False]
+        assert [log[i]["spared"] for i in range(4)] == [False, True, False, True]  # above P, outside the top 1
+        assert log[0]["bound"] == pytest.approx(10.0 * 0.3 / 0.9)  # the flagged one: C * P / s
+        assert log[1]["factor"] == 1.0 and log[1]["bound"] == 10.0  # spared: GC's factor and bound, as if unflagged
+        with pytest.raises(ValueError, match="max_flagged"):
+            DiscrepancyAwareClipping(fedavg(), 1.0, 0.1, 0.0, probe_md=lambda c: [0.0] * len(c), max_flagged=0)
+
+
+class TestCappedFlags:
+    """flagged_k = s_k > P and s_k > s_(c+1) (strategies/clipping.py:capped_flags)."""
+
+    def test_no_cap_is_the_plain_threshold(self):
+        assert capped_flags([0.1, 0.5, 0.3], 0.2, None) == [False, True, True]
+
+    def test_cap_keeps_the_c_largest_above_the_threshold(self):
+        assert capped_flags([0.1, 0.5, 0.3, 0.9], 0.2, 2) == [False, True, False, True]
+        assert capped_flags([0.1, 0.5, 0.3, 0.9], 0.6, 2) == [False, False, False, True]  # P still applies
+
+    def test_ties_at_the_floor_are_not_flagged_so_never_more_than_c(self):
+        assert capped_flags([0.5, 0.5, 0.5], 0.2, 1) == [False, False, False]
+        assert sum(capped_flags([0.9, 0.5, 0.5], 0.2, 1)) == 1
+
+    def test_a_cap_at_or_above_the_round_size_changes_nothing(self):
+        assert capped_flags([0.3, 0.4], 0.2, 2) == [True, True]
 
 
 class TestValidatorMetricKeys:
