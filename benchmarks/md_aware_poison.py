@@ -6,9 +6,12 @@ own partition, crafts the poison for each beta and form (``paper``: Eq. 21's bet
 thresholds), its MD after one SGD step on it (client lr 0.1), and the MD of 400 held-out clean images after that step
 (how far the step moves the model from theta*).
 
-    .venv/bin/python benchmarks/md_aware_poison.py [betas=0,0.05,0.1,0.2,1,5]
+    .venv/bin/python benchmarks/md_aware_poison.py [betas=0,0.05,0.1,0.2,1,5] [seeds=0] [hydra overrides...]
 
-About a minute on 2 cores. Data: $FL_MDISC_DATA; cache: $FL_MDISC_CACHE (else ./.cache/fl-mdisc).
+About a minute on 2 cores. Data: $FL_MDISC_DATA; cache: $FL_MDISC_CACHE (else ./.cache/fl-mdisc). Overrides pick
+another preset or model (``preset=paper``: ResNet-18, on the GPU when there is one); ``seeds=0,1,2`` repeats the
+measurement on each burn-in seed (each its own burn-in and attacker batches). The crafting constants are the
+config's ``attack`` values; the one SGD step after the batch uses lr 0.1 in every preset.
 """
 import copy
 import sys
@@ -24,21 +27,28 @@ from fl_mdisc.config import compose, resolve_paths  # noqa: E402
 from fl_mdisc.data import to_float  # noqa: E402
 from fl_mdisc.experiment import make_plan  # noqa: E402
 from fl_mdisc.md import md_from_logits  # noqa: E402
-from fl_mdisc.train import local_sgd  # noqa: E402
+from fl_mdisc.train import local_sgd, pick_device  # noqa: E402
 
 
-def main(betas: list[float]) -> None:
+def main(betas: list[float], seed: int = 0, overrides: tuple[str, ...] = ()) -> None:
     torch.set_num_threads(2)
-    cfg = compose(["preset=cpu", "attack=accumulative"])
+    ov = list(overrides)
+    cfg = compose((["preset=cpu"] if not any(o.startswith("preset=") for o in ov) else [])
+                  + ov + ["attack=accumulative", f"seed={seed}"])
     resolve_paths(cfg)
+    dev = pick_device(cfg)
     entry = ensure_burnin(cfg)
+    meta = entry["meta"]
+    print(f"preset {cfg.preset_name}, model {cfg.model.name}, seed {seed}, device {dev}: burn-in test accuracy "
+          f"theta* {meta['hist_accuracy']:.2f} / theta_start {meta['start_accuracy']:.2f} ({meta['seconds']} s)")
     plan = make_plan(cfg)
-    m = load_model(cfg, entry["start"], entry["start_sha"], "cpu")
-    hist = load_model(cfg, entry["hist"], entry["hist_sha"], "cpu").eval()
-    idx = np.random.default_rng(0).choice(plan.partitions[0], 600, replace=False)
-    x, y = to_float(plan.ds.x_train[idx[:100]]), torch.as_tensor(plan.ds.y_train[idx[:100]])
-    xv, yv = to_float(plan.ds.x_train[idx[100:500]]), torch.as_tensor(plan.ds.y_train[idx[100:500]])
-    xt, yt = to_float(plan.ds.x_train[idx[500:]]), torch.as_tensor(plan.ds.y_train[idx[500:]])
+    m = load_model(cfg, entry["start"], entry["start_sha"], dev)
+    hist = load_model(cfg, entry["hist"], entry["hist_sha"], dev).eval()
+    a = cfg.attack
+    idx = np.random.default_rng(seed).choice(plan.partitions[0], 600, replace=False)
+    x, y = to_float(plan.ds.x_train[idx[:100]]).to(dev), torch.as_tensor(plan.ds.y_train[idx[:100]]).to(dev)
+    xv, yv = to_float(plan.ds.x_train[idx[100:500]]).to(dev), torch.as_tensor(plan.ds.y_train[idx[100:500]]).to(dev)
+    xt, yt = to_float(plan.ds.x_train[idx[500:]]).to(dev), torch.as_tensor(plan.ds.y_train[idx[500:]]).to(dev)
     xt = craft_trigger(m, xt, yt, xv, yv)
     h = second_order_term(m, xt, yt, xv, yv)
 
@@ -51,11 +61,18 @@ def main(betas: list[float]) -> None:
     print("form   beta   MD at arrival   MD after a step on it   clean MD after the step")
     for form in ("paper", "input"):
         for beta in betas:
-            xp = craft_poison(m, x, y, h, 0.2, 0.2, 2, 1.0, beta=beta, hist_model=hist, md_form=form)
+            xp = craft_poison(m, x, y, h, a.eps, a.step_size, int(a.steps), float(a.gamma), beta=beta,
+                              hist_model=hist, md_form=form)
             m2 = copy.deepcopy(m)
             local_sgd(m2, xp, y, 0.1, 1)
             print(f"{form:6s} {beta:5g}   {md(m, xp):13.4f}   {md(m2, xp):21.4f}   {md(m2, xv):23.4f}")
 
 
 if __name__ == "__main__":
-    main([float(b) for b in (sys.argv[1] if len(sys.argv) > 1 else "0,0.05,0.1,0.2,1,5").split(",")])
+    args = sys.argv[1:]
+    kv = {k: v for k, v in (a.split("=", 1) for a in args if a.startswith(("betas=", "seeds=")))}
+    rest = tuple(a for a in args if not a.startswith(("betas=", "seeds=")))
+    if args and "=" not in args[0]:  # the earlier form: a bare list of betas
+        kv["betas"], rest = args[0], tuple(args[1:])
+    for s in kv.get("seeds", "0").split(","):
+        main([float(b) for b in kv.get("betas", "0,0.05,0.1,0.2,1,5").split(",")], int(s), rest)
