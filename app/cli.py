@@ -74,7 +74,8 @@ def fit_calibration(out_dir: str | Path) -> dict:
 
 
 def cmd_calibrate(args) -> int:
-    """Show the server's self-calibration (C and DGC's threshold) for a config, as a run would compute it.
+    """Show the server's self-calibration (C and the paper gate's threshold, ``strategy=dgc_paper`` unless another
+    strategy is given) for a config, as a run would compute it.
 
     Runs no simulation: trains/loads the burn-in, then the simulated clean federation of fl_mdisc/calibration.py
     (cached beside the burn-in). ``--fit-only out_dir=DIR`` instead fits C, mu, tau from a real clean run's
@@ -91,7 +92,7 @@ def cmd_calibrate(args) -> int:
         (Path(cfg.out_dir) / "calibration_fit.json").write_text(json.dumps(fit, indent=1))
         print(json.dumps(fit, indent=1))
         return 0
-    over = args.overrides if any(o.startswith("strategy=") for o in args.overrides) else ["strategy=dgc"] + args.overrides
+    over = args.overrides if any(o.startswith("strategy=") for o in args.overrides) else ["strategy=dgc_paper"] + args.overrides
     cfg, _path = prepare(over, tag="calibrate")
     warm_burnin(cfg)
     entry = ensure_burnin(cfg, log=lambda m: print(f"fl-mdisc: {m}", flush=True))

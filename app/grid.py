@@ -1,19 +1,21 @@
 """``fl-mdisc grid``: does DGC generalise? Settings x strategies x attacks x seeds as one resumable sweep.
 
 Axes (override lists): ``settings=[...]``, ``strategies=[...]`` (config names, or ``byzfl-<aggregator>[-<pre>...]``
-for ByzFL's aggregators: ``byzfl-cc``, ``byzfl-geomed-nnm``), ``attacks=[...]`` (default ``[none, lambda_update]``,
-reported as the scenarios ``clean`` and ``poisoned``; the reference attacks ``alie``, ``ipm``, ... add a column each),
-``seeds=[...]``.
+for ByzFL's aggregators: ``byzfl-cc``, ``byzfl-geomed-nnm``; a ``@f`` suffix tells that row's server the true number
+of attackers of the setting, ``assume.f``, which every other row does not know), ``attacks=[...]`` (default
+``[clean, poisoned]``: names of the preset's ``tables.grid.scenarios`` — ``clean`` no attack, ``poisoned`` the
+accumulative lambda-update, ``alie``, ``aware1``/``aware2`` the DGC-aware attacker at budgets 1 and 2 — or any attack
+name), ``seeds=[...]``. ``tables.grid.extra`` adds scenarios for some strategies only (the history DGC against ALIE
+and the DGC-aware attacker); ``extra=none`` drops them.
 
-A *setting* is a named list of overrides (the preset's ``tables.grid.settings``: IID with 5 clients, Dirichlet
-alpha 0.5 and 0.1 with 10, IID and Dirichlet with 100 clients of which 10 take part per round and 10 % are
-attackers, FedAvg with 5 local steps). Every cell is one ``flwr run`` simulation (the ``run_cells`` machinery of
-the table commands: complete cells are skipped, so a grid interrupted or spread over several sittings resumes).
+A *setting* is a named list of overrides (the preset's ``tables.grid.settings``). Every cell is one ``flwr run``
+simulation (the ``run_cells`` machinery of the table commands: complete cells are skipped, so a grid interrupted or
+spread over several sittings resumes).
 
-Per setting and strategy the report gives the mean test accuracy over the evaluations (clean and poisoned, mean
-and std over seeds), the trigger drop, and for DGC the share of honest updates it flagged on the clean stream
-(false-positive rate) and the share of the attackers' updates it flagged under poisoning (recall). Step columns
-are always evaluated rounds (:func:`app.report.report_steps`). Outputs: ``grid.{md,csv,json,png}``.
+Per setting, strategy and scenario the report gives the mean test accuracy over the evaluations (mean and std over
+seeds), the trigger drop, what the server was told (``assume.f``), and for the defences that flag updates
+(:mod:`fl_mdisc.scoring`): honest FPR, precision, recall over the attackers' poisoning updates, and how many attackers
+were flagged at their first participation. Outputs: ``grid.{md,csv,json,png}``.
 """
 
 from __future__ import annotations
@@ -35,37 +37,43 @@ def grid_settings(base) -> dict[str, list[str]]:
     return {str(k): [str(o) for o in v] for k, v in g.settings.items()}
 
 
-def strategy_overrides(name: str) -> list[str]:
+def strategy_overrides(name: str, true_f: int | None = None) -> list[str]:
     """A strategy axis value: a strategy config name (``dgc``), or ``byzfl-<aggregator>[-<pre>...]`` for ByzFL's
-    aggregator with its pre-aggregations in order (``byzfl-geomed-nnm``: NNM, then the geometric median)."""
+    aggregator with its pre-aggregations in order (``byzfl-geomed-nnm``: NNM, then the geometric median); ``@f``
+    appends ``assume.f=<true_f>`` (the server told the setting's number of attackers)."""
+    if name.endswith("@f"):
+        if true_f is None:
+            raise ConfigError(f"strategy {name!r}: the true number of attackers is unknown here")
+        return strategy_overrides(name[:-2]) + [f"assume.f={int(true_f)}"]
     if not name.startswith("byzfl-"):
         return [f"strategy={name}"]
     agg, *pre = name.split("-")[1:]
     return ["strategy=byzfl", f"strategy.aggregator={agg}", f"strategy.pre=[{','.join(pre)}]"]
 
 
-def scenario_of(attack: str, poison_attack: str) -> str:
-    """The scenario name of an attack axis value: ``clean`` (none), ``poisoned`` (the accumulative attack of the
-    preset, as in every earlier grid), else the attack's name."""
+def scenario_overrides(base, name: str) -> list[str]:
+    """The overrides of a scenario: the preset's ``tables.grid.scenarios[name]``, else ``attack=<name>``."""
+    sc = base.tables.grid.get("scenarios") or {}
+    if name in sc:
+        return [str(o) for o in sc[name]]
+    return [f"attack={name}"]
+
+
+def scenario_of(attack: str, poison_attack: str = "lambda_update") -> str:
+    """The scenario name of an attack axis value: ``clean`` (``none``), ``poisoned`` (the accumulative attack of the
+    preset), else the value itself (a scenario preset or an attack name)."""
     return "clean" if attack == "none" else "poisoned" if attack == poison_attack else attack
 
 
 def flag_rates(rounds: list[dict]) -> dict:
-    """Honest/malicious updates DGC saw and flagged in a run's rounds.jsonl (trigger round excluded)."""
-    hon = mal = hon_f = mal_f = 0
-    for r in rounds:
-        if r.get("phase") == "trigger":
-            continue
-        for c in r["clients"]:
-            if "flagged" not in c:
-                continue
-            if c.get("malicious"):
-                mal += 1
-                mal_f += bool(c["flagged"])
-            else:
-                hon += 1
-                hon_f += bool(c["flagged"])
-    return {"honest": hon, "honest_flagged": hon_f, "malicious": mal, "malicious_flagged": mal_f}
+    """Honest/malicious updates a defence saw and flagged in a run's rounds.jsonl (:func:`fl_mdisc.scoring.detection`;
+    zeros when no entry is flagged or not)."""
+    from fl_mdisc.scoring import detection
+
+    d = detection(rounds)
+    if d is None:
+        return {"honest": 0, "honest_flagged": 0, "malicious": 0, "malicious_flagged": 0}
+    return {k: d[k] for k in ("honest", "honest_flagged", "malicious", "malicious_flagged")}
 
 
 def _ms(vals: list) -> tuple[float | None, float | None]:
@@ -74,7 +82,10 @@ def _ms(vals: list) -> tuple[float | None, float | None]:
 
 
 def summarise(runs: list[dict]) -> list[dict]:
-    """One row per (setting, strategy) from the loaded cells."""
+    """One row per (setting, strategy) from the loaded cells: per scenario, accuracy (mean, std over seeds) and, for
+    defences that flag updates, the pooled honest FPR, precision, recall and first-sight detections."""
+    from fl_mdisc.scoring import detection
+
     rows = []
     keys = sorted({(r["setting"], r["strategy"]) for r in runs}, key=lambda k: (k[0], k[1]))
     order = {s: i for i, s in enumerate(dict.fromkeys(r["setting"] for r in runs))}
@@ -82,33 +93,50 @@ def summarise(runs: list[dict]) -> list[dict]:
 
     rank = {s: i for i, s in enumerate(STRATEGY_ORDER)}
     scenarios = list(dict.fromkeys(["clean", "poisoned", *(r["scenario"] for r in runs)]))
-    for setting, strat in sorted(keys, key=lambda k: (order[k[0]], rank.get(k[1], 99), k[1])):
+    for setting, strat in sorted(keys, key=lambda k: (order[k[0]], rank.get(k[1].split("@")[0], 99), k[1])):
         row = {"setting": setting, "strategy": strat}
         for scen in scenarios:
             rs = [r for r in runs if (r["setting"], r["strategy"], r["scenario"]) == (setting, strat, scen)]
+            if not rs:
+                continue
             row[f"{scen}_seeds"] = sorted(r["seed"] for r in rs)
             row[f"{scen}_mean"], row[f"{scen}_std"] = _ms([r["summary"].get("mean_accuracy") for r in rs])
+            row["assumed_f"] = rs[0]["summary"].get("assumed_f")
+            if "defence_f" in rs[0]["summary"]:
+                row["defence_f"] = rs[0]["summary"]["defence_f"]
             if scen == "poisoned":
                 row["trigger_drop"], _ = _ms([r["summary"].get("trigger_drop") for r in rs])
-            rates = [flag_rates(r["rounds"]) for r in rs]
-            if any(x["honest"] for x in rates):
-                hon = sum(x["honest"] for x in rates)
-                row[f"{scen}_honest_fpr"] = round(sum(x["honest_flagged"] for x in rates) / hon, 4) if hon else None
-                mal = sum(x["malicious"] for x in rates)
-                if scen == "poisoned":
-                    row["recall"] = round(sum(x["malicious_flagged"] for x in rates) / mal, 4) if mal else None
-                elif scen != "clean":
-                    row[f"{scen}_recall"] = round(sum(x["malicious_flagged"] for x in rates) / mal, 4) if mal else None
-                row[f"{scen}_honest_fpr_per_seed"] = [round(x["honest_flagged"] / x["honest"], 4) if x["honest"] else None
-                                                     for x in rates]
+            dets = [detection(r["rounds"]) for r in rs]
+            if any(d is not None for d in dets):
+                dets = [d for d in dets if d is not None]
+                tot = {k: sum(d[k] for d in dets) for k in ("honest", "honest_flagged", "malicious", "malicious_flagged")}
+                row[f"{scen}_honest_fpr"] = round(tot["honest_flagged"] / tot["honest"], 4) if tot["honest"] else None
+                row[f"{scen}_honest_fpr_per_seed"] = [None if d["honest_fpr"] is None else round(d["honest_fpr"], 4)
+                                                     for d in dets]
+                if tot["malicious"]:
+                    flagged = tot["honest_flagged"] + tot["malicious_flagged"]
+                    row[f"{scen}_recall"] = round(tot["malicious_flagged"] / tot["malicious"], 4)
+                    row[f"{scen}_recall_per_seed"] = [None if d["recall"] is None else round(d["recall"], 4) for d in dets]
+                    row[f"{scen}_precision"] = round(tot["malicious_flagged"] / flagged, 4) if flagged else None
+                    row[f"{scen}_precision_per_seed"] = [None if d["precision"] is None else round(d["precision"], 4)
+                                                        for d in dets]
+                    firsts = [(d["first_seen"][p], d["first_flag"][p]) for d in dets for p in d["first_seen"]]
+                    row[f"{scen}_attackers"] = len(firsts)
+                    row[f"{scen}_first_sight"] = sum(1 for seen, fl in firsts if fl == seen)
+                    row[f"{scen}_never_flagged"] = sum(1 for _seen, fl in firsts if fl is None)
+                    row[f"{scen}_first_flag"] = [fl for _seen, fl in firsts]
+        if "poisoned_recall" in row:  # the names earlier reports used
+            row["recall"] = row["poisoned_recall"]
         rows.append(row)
     return rows
 
 
 def per_seed_rows(runs: list[dict]) -> list[dict]:
-    """One row per (setting, seed): each strategy's clean and poisoned mean accuracy, DGC's honest FPR on the clean
-    stream and its recall under poisoning, and whether DGC > GC > ST held under poisoning on that seed (a claim
-    must hold on every burn-in seed, not only on the mean)."""
+    """One row per (setting, seed): each strategy's clean and poisoned mean accuracy, and each flagging defence's
+    honest FPR on the clean stream and its recall and precision under poisoning (a claim must hold on every burn-in
+    seed, not only on the mean)."""
+    from fl_mdisc.scoring import detection
+
     out = []
     order = {s: i for i, s in enumerate(dict.fromkeys(r["setting"] for r in runs))}
     for setting, seed in sorted({(r["setting"], r["seed"]) for r in runs}, key=lambda k: (order[k[0]], k[1])):
@@ -117,39 +145,54 @@ def per_seed_rows(runs: list[dict]) -> list[dict]:
             if (r["setting"], r["seed"]) != (setting, seed) or r["scenario"] not in ("clean", "poisoned"):
                 continue
             row[f"{r['scenario']}_{r['strategy']}"] = r["summary"].get("mean_accuracy")
-            if r["strategy"] == "dgc":
-                x = flag_rates(r["rounds"])
-                if r["scenario"] == "clean":
-                    row["clean_dgc_fpr"] = round(x["honest_flagged"] / x["honest"], 4) if x["honest"] else None
-                elif x["malicious"]:
-                    row["recall"] = round(x["malicious_flagged"] / x["malicious"], 4)
-        p = [row.get(f"poisoned_{k}") for k in ("dgc", "gc", "st")]
-        row["dgc_gt_gc_gt_st"] = None if None in p else bool(p[0] > p[1] > p[2])
+            d = detection(r["rounds"])
+            if d is None:
+                continue
+            if r["scenario"] == "clean":
+                row[f"fpr_{r['strategy']}"] = None if d["honest_fpr"] is None else round(d["honest_fpr"], 4)
+            else:
+                row[f"recall_{r['strategy']}"] = None if d["recall"] is None else round(d["recall"], 4)
+                row[f"precision_{r['strategy']}"] = None if d["precision"] is None else round(d["precision"], 4)
+                row[f"poisoned_fpr_{r['strategy']}"] = None if d["honest_fpr"] is None else round(d["honest_fpr"], 4)
         out.append(row)
     return out
 
 
-def per_seed_markdown(rows: list[dict], strategies: list[str]) -> list[str]:
-    from .report import label
-
-    strats = [s for s in strategies if any(f"poisoned_{s}" in r or f"clean_{s}" in r for r in rows)]
-    lines = ["", "Per seed (mean accuracy over the evaluations, clean / poisoned):", "",
-             "| setting | seed | " + " | ".join(label(s) for s in strats)
-             + " | DGC FPR clean | DGC − GC clean | recall | DGC > GC > ST |",
-             "|---|---|" + "---|" * len(strats) + "---|---|---|---|"]
-    for r in rows:
-        cells = [f"{_f(r.get(f'clean_{s}'))} / {_f(r.get(f'poisoned_{s}'))}" for s in strats]
-        c_d, c_g = r.get("clean_dgc"), r.get("clean_gc")
-        diff = None if c_d is None or c_g is None else c_d - c_g
-        ok = r.get("dgc_gt_gc_gt_st")
-        lines.append(f"| {r['setting']} | {r['seed']} | " + " | ".join(cells)
-                     + f" | {_f(r.get('clean_dgc_fpr'), 3)} | {_f(diff)} | {_f(r.get('recall'), 3)} | "
-                     + ("–" if ok is None else "yes" if ok else "**no**") + " |")
-    return lines
+def targets(rows: list[dict], per_seed: list[dict], strategy: str, fpr: float = 0.02, recall: float = 0.9,
+            precision: float = 0.9, margin: float = 0.3) -> list[dict]:
+    """The history DGC's targets (issue 26), checked per (setting, seed) and per setting, each with by how much:
+    clean honest FPR <= ``fpr``; recall and precision >= ``recall`` / ``precision`` under poisoning; poisoned accuracy
+    >= every other row's minus ``margin`` (means over seeds); clean accuracy within ``margin`` of GC."""
+    out = []
+    for r in per_seed:
+        f, rc, pr = r.get(f"fpr_{strategy}"), r.get(f"recall_{strategy}"), r.get(f"precision_{strategy}")
+        if f is None and rc is None:
+            continue
+        out.append({"setting": r["setting"], "seed": r["seed"], "clean_fpr": f, "fpr_ok": None if f is None else f <= fpr,
+                    "recall": rc, "recall_ok": None if rc is None else rc >= recall,
+                    "precision": pr, "precision_ok": None if pr is None else pr >= precision})
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        mine = next((r for r in rows if r["setting"] == setting and r["strategy"] == strategy), None)
+        if mine is None or mine.get("poisoned_mean") is None:
+            continue
+        others = [(r["strategy"], r["poisoned_mean"]) for r in rows
+                  if r["setting"] == setting and r["strategy"] != strategy and r.get("poisoned_mean") is not None]
+        best = max(others, key=lambda x: x[1], default=(None, None))
+        gc = next((r.get("clean_mean") for r in rows if r["setting"] == setting and r["strategy"] == "gc"), None)
+        gap = None if best[1] is None else round(mine["poisoned_mean"] - best[1], 2)
+        cgap = None if gc is None or mine.get("clean_mean") is None else round(mine["clean_mean"] - gc, 2)
+        out.append({"setting": setting, "seed": "mean", "best_other": best[0], "poisoned_gap": gap,
+                    "poisoned_ok": None if gap is None else gap >= -margin, "clean_gap_vs_gc": cgap,
+                    "clean_ok": None if cgap is None else abs(cgap) <= margin})
+    return out
 
 
 def _f(v, digits=2):
     return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _ok(v) -> str:
+    return "–" if v is None else "yes" if v else "**no**"
 
 
 def grid_markdown(doc: dict) -> str:
@@ -157,27 +200,80 @@ def grid_markdown(doc: dict) -> str:
              f"seeds {doc['seeds']})", "",
              "Mean test accuracy (%) over the evaluations of rounds 1..R (every "
              f"{doc['eval_every']} rounds, full test set), mean ± std over seeds; trigger drop = accuracy at round R "
-             "minus after the trigger round; DGC FPR = share of honest updates DGC flagged (clean stream, and under "
-             "poisoning); recall = share of the attackers' updates it flagged.", ""]
+             "minus after the trigger round. For the defences that flag updates, over the accumulation rounds of all "
+             "seeds: FPR = flagged honest updates / honest updates (clean stream, and under poisoning); precision = "
+             "flagged attacker updates / flagged updates; recall = flagged attacker updates / the attackers' poisoning "
+             "updates; first sight = attackers flagged at their first participation / attackers. \"server told\": "
+             "the bound on attackers the defence was given (`assume.f`); \"–\" = nothing.", ""]
     for name, over in doc["settings"].items():
         lines.append(f"* `{name}`: `{' '.join(over) or '(the preset: 5 clients, IID, all every round)'}`")
-    extra = [a for a in doc.get("scenarios", ["clean", "poisoned"]) if a not in ("clean", "poisoned")]
-    head = "| setting | strategy | clean | poisoned | trigger drop | DGC FPR clean | DGC FPR poisoned | recall |"
-    head += "".join(f" {a} | {a} recall |" for a in extra)
-    lines += ["", head, "|---|---|---|---|---|---|---|---|" + "---|---|" * len(extra)]
+    lines += ["", "| setting | strategy | server told | clean | poisoned | trigger drop | FPR clean | FPR poisoned | "
+              "precision | recall | first sight |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def ms(r, scen):
+        m, s = r.get(f"{scen}_mean"), r.get(f"{scen}_std")
+        return "–" if m is None else (f"{m:.2f} ± {s:.2f}" if len(r.get(f"{scen}_seeds", [])) > 1 else f"{m:.2f}")
+
+    def sight(r, scen):
+        n = r.get(f"{scen}_attackers")
+        return "–" if not n else f"{r[f'{scen}_first_sight']}/{n}"
+
     for r in doc["rows"]:
-        def ms(scen):
-            m, s = r.get(f"{scen}_mean"), r.get(f"{scen}_std")
-            return "–" if m is None else (f"{m:.2f} ± {s:.2f}" if len(r.get(f"{scen}_seeds", [])) > 1 else f"{m:.2f}")
-        lines.append(f"| {r['setting']} | {label(r['strategy'])} | {ms('clean')} | {ms('poisoned')} | "
+        told = "–" if r.get("assumed_f") is None else f"f = {r['assumed_f']}"
+        lines.append(f"| {r['setting']} | {label(r['strategy'])} | {told} | {ms(r, 'clean')} | {ms(r, 'poisoned')} | "
                      f"{_f(r.get('trigger_drop'))} | {_f(r.get('clean_honest_fpr'), 3)} | "
-                     f"{_f(r.get('poisoned_honest_fpr'), 3)} | {_f(r.get('recall'), 3)} |"
-                     + "".join(f" {ms(a)} | {_f(r.get(f'{a}_recall'), 3)} |" for a in extra))
+                     f"{_f(r.get('poisoned_honest_fpr'), 3)} | {_f(r.get('poisoned_precision'), 3)} | "
+                     f"{_f(r.get('poisoned_recall'), 3)} | {sight(r, 'poisoned')} |")
+    extra = [a for a in doc.get("scenarios", ["clean", "poisoned"]) if a not in ("clean", "poisoned")]
+    if extra:
+        lines += ["", "Other attacks (scenario names from the preset's `tables.grid.scenarios`):", "",
+                  "| setting | strategy | attack | accuracy | FPR | precision | recall | first sight |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in doc["rows"]:
+            for a in extra:
+                if r.get(f"{a}_mean") is None:
+                    continue
+                lines.append(f"| {r['setting']} | {label(r['strategy'])} | {a} | {ms(r, a)} | "
+                             f"{_f(r.get(f'{a}_honest_fpr'), 3)} | {_f(r.get(f'{a}_precision'), 3)} | "
+                             f"{_f(r.get(f'{a}_recall'), 3)} | {sight(r, a)} |")
+    if doc.get("targets"):
+        t = doc["target_rule"]
+        lines += ["", f"Targets of {label(doc['target_strategy'])} (issue 26): clean FPR <= {t['fpr']}, recall >= "
+                  f"{t['recall']} and precision >= {t['precision']} in every (setting, seed); poisoned accuracy >= "
+                  f"every other row's - {t['margin']} and clean accuracy within {t['margin']} of GC (means over seeds):",
+                  "", "| setting | seed | clean FPR | ok | recall | ok | precision | ok |", "|---|---|---|---|---|---|---|---|"]
+        for x in doc["targets"]:
+            if x["seed"] != "mean":
+                lines.append(f"| {x['setting']} | {x['seed']} | {_f(x['clean_fpr'], 3)} | {_ok(x['fpr_ok'])} | "
+                             f"{_f(x['recall'], 3)} | {_ok(x['recall_ok'])} | {_f(x['precision'], 3)} | "
+                             f"{_ok(x['precision_ok'])} |")
+        lines += ["", "| setting | best other row (poisoned) | poisoned gap | ok | clean gap to GC | ok |",
+                  "|---|---|---|---|---|---|"]
+        for x in doc["targets"]:
+            if x["seed"] == "mean":
+                lines.append(f"| {x['setting']} | {label(x['best_other']) if x['best_other'] else '–'} | "
+                             f"{_f(x['poisoned_gap'])} | {_ok(x['poisoned_ok'])} | {_f(x['clean_gap_vs_gc'])} | "
+                             f"{_ok(x['clean_ok'])} |")
     if len(doc["seeds"]) > 1 and doc.get("per_seed"):
         lines += per_seed_markdown(doc["per_seed"], list(doc.get("strategies") or []))
     lines += ["", f"Accuracy at evaluated rounds {doc['steps']} (mean over seeds) is in grid.json / grid.csv.",
               f"Command: `{doc['command']}`"]
     return "\n".join(lines) + "\n"
+
+
+def per_seed_markdown(rows: list[dict], strategies: list[str]) -> list[str]:
+    strats = [s for s in strategies if any(f"poisoned_{s}" in r or f"clean_{s}" in r for r in rows)]
+    flaggers = [s for s in strats if any(f"fpr_{s}" in r or f"recall_{s}" in r for r in rows)]
+    lines = ["", "Per seed (mean accuracy over the evaluations, clean / poisoned; FPR on the clean stream, recall under "
+             "poisoning):", "",
+             "| setting | seed | " + " | ".join(label(s) for s in strats) + " | "
+             + " | ".join(f"{label(s)} FPR / recall" for s in flaggers) + " |",
+             "|---|---|" + "---|" * (len(strats) + len(flaggers))]
+    for r in rows:
+        cells = [f"{_f(r.get(f'clean_{s}'))} / {_f(r.get(f'poisoned_{s}'))}" for s in strats]
+        cells += [f"{_f(r.get(f'fpr_{s}'), 3)} / {_f(r.get(f'recall_{s}'), 3)}" for s in flaggers]
+        lines.append(f"| {r['setting']} | {r['seed']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_grid(doc: dict, path: Path) -> None:
@@ -244,19 +340,20 @@ def grid(overrides: list[str], quiet: bool = True) -> dict:
 
     command = "fl-mdisc grid " + " ".join(overrides)
     seeds, overrides = pop_list(overrides, "seeds", [0])
-    base = compose([o for o in overrides if not o.startswith(("out_dir=", "settings=", "strategies=", "scenarios=",
-                                                              "attacks=", "poison_attack="))])
+    base = compose([o for o in overrides if not o.startswith(("out_dir=", "settings=", "strategies=", "attacks=",
+                                                              "extra="))])
     all_settings = grid_settings(base)
     names, overrides = pop_list(overrides, "settings", list(all_settings))
     unknown = [s for s in names if s not in all_settings]
     if unknown:
         raise ConfigError(f"unknown grid setting(s) {unknown}; choose from {list(all_settings)}")
     strategies, overrides = pop_list(overrides, "strategies", [str(s) for s in base.tables.grid.strategies])
-    poison_attack = _get(overrides, "poison_attack") or "lambda_update"
-    overrides = [o for o in overrides if not o.startswith("poison_attack=")]
-    attacks, overrides = pop_list(overrides, "attacks", ["none", poison_attack])
-    scenarios, overrides = pop_list(overrides, "scenarios", [scenario_of(a, poison_attack) for a in attacks])
-    attack_of = {scenario_of(a, poison_attack): a for a in attacks} | {"clean": "none", "poisoned": poison_attack}
+    attacks, overrides = pop_list(overrides, "attacks", ["clean", "poisoned"])
+    scenarios = [scenario_of(a, "lambda_update") for a in attacks]
+    extra_arg = _get(overrides, "extra")
+    overrides = [o for o in overrides if not o.startswith("extra=")]
+    extra = {} if extra_arg == "none" else {str(k): [str(a) for a in v]
+                                            for k, v in (base.tables.grid.get("extra") or {}).items()}
     rest = [o for o in overrides if not o.startswith("out_dir=")]
     if _get(rest, "num_rounds") is None:
         rest.append(f"num_rounds={int(base.tables.grid.rounds)}")
@@ -264,26 +361,35 @@ def grid(overrides: list[str], quiet: bool = True) -> dict:
     eval_every = int(_get(rest, "eval_every") or base.eval_every)
     out = Path(_get(overrides, "out_dir") or f"outputs/grid-{base.preset_name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
+    # the true number of attackers of each setting: for the scoring, and for the "@f" rows only (told on purpose)
+    true_f = {n: int(compose(rest + all_settings[n] + scenario_overrides(base, "poisoned")).fed.num_malicious)
+              for n in names}
+    pairs = [(strat, scen, scen_name) for scen, scen_name in zip(attacks, scenarios) for strat in strategies]
+    pairs += [(strat, a, scenario_of(a, "lambda_update")) for strat, extras in extra.items() if strat in strategies
+              for a in extras if a not in attacks]
     cells = []
     for seed in seeds:  # seed-major: a first full seed comes before the next one starts
         for name in names:
-            for scen in scenarios:
-                for strat in strategies:
-                    att = attack_of.get(scen, scen)
-                    cell = f"{name}-{scen}-{strat}-s{seed}"
-                    cells.append({"name": cell, "setting": name, "scenario": scen, "strategy": strat, "seed": int(seed),
-                                  "attack": att, "out_dir": str(out / "cells" / cell),
-                                  "overrides": rest + all_settings[name] + strategy_overrides(strat)
-                                  + [f"attack={att}", f"seed={seed}"]})
+            for strat, scen, scen_name in pairs:
+                cell = f"{name}-{scen_name}-{strat}-s{seed}"
+                cells.append({"name": cell, "setting": name, "scenario": scen_name, "strategy": strat,
+                              "seed": int(seed), "attack": scen, "out_dir": str(out / "cells" / cell),
+                              "overrides": rest + all_settings[name] + strategy_overrides(strat, true_f[name])
+                              + scenario_overrides(base, scen) + [f"seed={seed}"]})
     for c in cells:  # every cell's config is valid before the first one starts
         compose(c["overrides"])
     run_cells(cells, quiet)
     runs = [load_run(c) for c in cells]
     steps = report_steps(R, eval_every)
+    target = "dgc" if "dgc" in strategies else None
+    rows, per_seed = summarise(runs), per_seed_rows(runs)
+    rule = {"fpr": 0.02, "recall": 0.9, "precision": 0.9, "margin": 0.3}
     doc = {"preset": str(base.preset_name), "rounds": R, "eval_every": eval_every, "seeds": [int(s) for s in seeds],
-           "settings": {n: all_settings[n] for n in names}, "strategies": strategies, "steps": steps,
-           "scenarios": scenarios,
-           "poison_attack": poison_attack, "rows": summarise(runs), "per_seed": per_seed_rows(runs),
+           "settings": {n: all_settings[n] for n in names}, "true_f": true_f, "strategies": strategies, "steps": steps,
+           "scenarios": list(dict.fromkeys(s for _a, _b, s in pairs)),
+           "rows": rows, "per_seed": per_seed,
+           "target_strategy": target, "target_rule": rule,
+           "targets": targets(rows, per_seed, target, **rule) if target else [],
            "accuracy_at_steps": [{"setting": r["setting"], "scenario": r["scenario"], "strategy": r["strategy"],
                                   "seed": r["seed"], "accuracy": [next((m["accuracy"] for m in r["metrics"]
                                                                         if m["round"] == s and m.get("phase") != "trigger"), None)
@@ -293,8 +399,9 @@ def grid(overrides: list[str], quiet: bool = True) -> dict:
     (out / "grid.md").write_text(grid_markdown(doc))
     with open(out / "grid.csv", "w", newline="") as f:
         w = csv.writer(f)
-        cols = ["setting", "strategy", "clean_mean", "clean_std", "poisoned_mean", "poisoned_std", "trigger_drop",
-                "clean_honest_fpr", "poisoned_honest_fpr", "recall"]
+        cols = ["setting", "strategy", "assumed_f", "clean_mean", "clean_std", "poisoned_mean", "poisoned_std",
+                "trigger_drop", "clean_honest_fpr", "poisoned_honest_fpr", "poisoned_precision", "poisoned_recall",
+                "poisoned_first_sight", "poisoned_attackers"]
         w.writerow(cols)
         for r in doc["rows"]:
             w.writerow([r.get(c) for c in cols])

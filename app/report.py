@@ -28,14 +28,18 @@ PAPER_TABLE13 = {
     ],
 }
 
-STRATEGY_ORDER = ["st", "gc", "dgc", "dgc_scale", "median", "trimmed_mean", "multikrum"]
-STRATEGY_LABEL = {"dgc_scale": "DGC-scale", "median": "FedMedian", "trimmed_mean": "FedTrimmedAvg",
-                  "multikrum": "Multi-Krum"}
+STRATEGY_ORDER = ["st", "gc", "dgc_paper", "dgc", "dgc_scale", "median", "trimmed_mean", "multikrum", "fldetector"]
+STRATEGY_LABEL = {"dgc": "DGC (history)", "dgc_paper": "DGC (paper rule)", "dgc_scale": "DGC-scale",
+                  "median": "FedMedian", "trimmed_mean": "FedTrimmedAvg", "multikrum": "Multi-Krum",
+                  "fldetector": "FLDetector"}
 
 
 def label(name: str) -> str:
     """Display name of a strategy / method (the JSON keeps the config name); ``byzfl-<agg>[-<pre>...]`` reads
-    ``ByzFL <AGG>+<PRE>``."""
+    ``ByzFL <AGG>+<PRE>``; a ``@f`` suffix (the server told the true number of attackers, ``assume.f``) reads
+    ``(told f)``."""
+    if name.endswith("@f"):
+        return label(name[:-2]) + " (told f)"
     if name.startswith("byzfl-"):
         agg, *pre = name.split("-")[1:]
         return "ByzFL " + "+".join(x.upper() for x in [*pre, agg])

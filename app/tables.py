@@ -49,7 +49,7 @@ CELL_KEYS = ("preset_name", "protocol", "seed", "num_rounds", "trigger", "datase
              "defense.name", "burnin.seed")
 CELL_KEYS += ("fed.clients_per_round", "fed.partition", "fed.dirichlet_alpha", "fed.classes_per_client",
               "fed.local_steps", "fed.client_lr", "fed.server_momentum", "fed.attacker_data", "fed.batch_size",
-              "strategy.fpr_window", "strategy.max_flagged", "attack.beta", "attack.md_form", "attack.md_budget")
+              "attack.beta", "attack.md_form", "attack.md_budget", "assume.f", "strategy.gate", "strategy.f")
 FITTED_KEYS = ("strategy.clip_norm", "strategy.mu", "strategy.tau")  # null asks for the run's own calibration
 # keys added after cells were recorded: a recorded config without them ran with these values
 LATER_KEYS = {"fed.attacker_data": "partition", "fed.classes_per_client": 2, "attack.beta": 0.0, "attack.md_form": "paper"}
@@ -57,20 +57,6 @@ LATER_KEYS = {"fed.attacker_data": "partition", "fed.classes_per_client": 2, "at
 
 def _key(cfg, dotted: str):
     from omegaconf import OmegaConf
-
-    if dotted == "strategy.fpr_window":  # compare the window the fit used (a record without the key: pooled)
-        from fl_mdisc.calibration import fpr_window
-
-        if cfg.strategy.name != "dgc":
-            return None
-        return fpr_window(cfg) if "fpr_window" in cfg.strategy else None
-
-    if dotted == "strategy.max_flagged":  # compare the cap the run used (a record without the key: none)
-        from fl_mdisc.calibration import max_flagged
-
-        if cfg.strategy.name != "dgc":
-            return None
-        return max_flagged(cfg) if "max_flagged" in cfg.strategy else None
 
     v = OmegaConf.select(cfg, dotted, default=None)
     if v is None and dotted in LATER_KEYS:
@@ -309,12 +295,14 @@ def table13(overrides: list[str], quiet: bool = True) -> dict:
     from fl_mdisc.config import compose
 
     seeds, overrides = pop_list(overrides, "seeds", [0])
-    strategies, overrides = pop_list(overrides, "strategies", ["st", "gc", "dgc"])
+    # the paper's DGC row is the paper rule (P_t = mu + tau * t); the history gate (strategy "dgc") can be added for
+    # the federated protocol (the harness has one participant a round, no cohort to judge against)
+    strategies, overrides = pop_list(overrides, "strategies", ["st", "gc", "dgc_paper"])
     scenarios, overrides = pop_list(overrides, "scenarios", ["clean", "poisoned"])
     poison_attack = _get(overrides, "poison_attack") or "lambda_update"
     overrides = [o for o in overrides if not o.startswith("poison_attack=")]
     detect_attacks, overrides = pop_list(overrides, "detect_attacks", [])
-    base = compose([o for o in overrides if not o.startswith("out_dir=")])
+    base = compose([o for o in overrides if not o.startswith("out_dir=")] + ["strategy=st"])  # preset, protocol
     protocol = base.protocol
     out_dir = _get(overrides, "out_dir")
     if not out_dir:
@@ -339,13 +327,13 @@ def table13(overrides: list[str], quiet: bool = True) -> dict:
     extra = []
     for att in detect_attacks:  # detection view only (e.g. the data-poisoning attacker under DGC)
         for seed in seeds:
-            name = f"{protocol}-detect-{att}-dgc-s{seed}"
-            extra.append({"name": name, "scenario": "poisoned", "strategy": "dgc", "seed": int(seed), "attack": att,
+            name = f"{protocol}-detect-{att}-dgc_paper-s{seed}"
+            extra.append({"name": name, "scenario": "poisoned", "strategy": "dgc_paper", "seed": int(seed), "attack": att,
                           "out_dir": str(out / "cells" / name),
-                          "overrides": rest + ["strategy=dgc", f"attack={att}", f"seed={seed}"]})
+                          "overrides": rest + ["strategy=dgc_paper", f"attack={att}", f"seed={seed}"]})
     run_cells(cells + extra, quiet)
     runs = [load_run(c) for c in cells]
-    det_runs = [load_run(c) for c in cells + extra if c["strategy"] == "dgc"]
+    det_runs = [load_run(c) for c in cells + extra if c["strategy"].startswith("dgc")]
     first = compose(cells[0]["overrides"])
     doc = {"preset": str(base.preset_name), "dataset": str(base.dataset.name), "model": str(base.model.name),
            "protocol": protocol, "num_clients": int(first.fed.num_clients),

@@ -112,7 +112,7 @@ def attacker_view(cfg):
 
 
 def attacker_calibration(cfg, entry: dict, pid: int, data, probe, log=print, device="cpu") -> dict:
-    """The server's calibration rule (:func:`fl_mdisc.calibration.simulate` and :func:`fit_threshold`) run by attacker
+    """The server's calibration rule (:func:`fl_mdisc.calibration.simulate` and :func:`fit_fpr_threshold`) run by attacker
     ``pid`` on its own clean images ``data`` with its own ``probe`` (image indices): {clip_norm, mu, tau, ...}.
     Cached as ``attacker-calibration-<key>.json`` beside the burn-in (the key: the server's calibration key of the
     attacker's view plus the attacker's image indices)."""
@@ -120,12 +120,14 @@ def attacker_calibration(cfg, entry: dict, pid: int, data, probe, log=print, dev
     import json
     from pathlib import Path
 
-    from .calibration import calibration_key, fit_threshold, fpr_window, simulate, statistic_values
+    from .calibration import calibration_key, fit_fpr_threshold, simulate, statistic_values
     from .config import config_hash
 
     view = attacker_view(cfg)
+    gate = str(view.strategy.get("gate", "history"))
+    view.strategy.gate = "paper"  # the simulation measures the statistic of every simulated honest update
     data, probe = np.asarray(data, dtype=np.int64), np.asarray(probe, dtype=np.int64)
-    key = calibration_key(view, entry) | {
+    key = calibration_key(view, entry) | {"gate": gate, 
         "attacker": int(pid), "data": hashlib.sha256(data.tobytes()).hexdigest()[:16],
         "probe": hashlib.sha256(probe.tobytes()).hexdigest()[:16]}
     path = Path(entry["dir"]) / f"attacker-calibration-{config_hash(key)}.json"
@@ -139,18 +141,46 @@ def attacker_calibration(cfg, entry: dict, pid: int, data, probe, log=print, dev
     log(f"attacker {pid}: running DGC's calibration rule on its own {len(data)} images ({key['rounds']} rounds)")
     sim = simulate(view, entry, log=log, device=device, data=data, probe=probe)
     steps, vals = statistic_values(sim.pop("records"), key["statistic"])
-    mu, tau = fit_threshold(steps, vals, key["target_fpr"], fpr_window(view))
-    fit = {"key": key, **sim, "mu": mu, "tau": tau, "statistic": key["statistic"], "target_fpr": key["target_fpr"]}
+    fit = {"key": key, **sim, "statistic": key["statistic"], "gate": gate}
+    if gate == "paper":
+        mu, tau = fit_fpr_threshold(steps, vals, key["target_fpr"])
+        fit |= {"mu": mu, "tau": tau, "target_fpr": key["target_fpr"]}
+        said = f"P_hat_t = {mu:.4g} + {tau:.3g} * t"
+    else:
+        fit["levels"] = history_levels(steps, vals, view)
+        said = f"history cut {min(fit['levels'].values()):.4g} .. {max(fit['levels'].values()):.4g}"
     tmp = path.with_suffix(f".{pid}.tmp")
     tmp.write_text(json.dumps(fit, indent=1))
     tmp.rename(path)
-    log(f"attacker {pid}: C_hat = {fit['clip_norm']:.4g}, P_hat_t = {mu:.4g} + {tau:.3g} * t [{fit['seconds']}s]")
+    log(f"attacker {pid}: C_hat = {fit['clip_norm']:.4g}, {said} [{fit['seconds']}s]")
     return fit
 
 
+def history_levels(steps, vals, view) -> dict[str, float]:
+    """The history gate's cut in the statistic's units, per simulated round t: the round's median plus kappa times the
+    pooled robust scale of the last ``pool_rounds`` rounds (:class:`fl_mdisc.history.HistoryGate` with every client
+    at its mean), i.e. the largest statistic a client with a clean history passes with."""
+    from .history import HistoryGate
+
+    gate = HistoryGate(window=1, pool_rounds=int(view.strategy.pool_rounds), kappa=float(view.strategy.kappa))
+    steps, vals = np.asarray(steps), np.asarray(vals, dtype=np.float64)
+    out = {}
+    for t in sorted(set(int(x) for x in steps)):
+        _z, med, sigma = gate.zscores(list(vals[steps == t]))
+        out[str(t + 1)] = med + gate.kappa * sigma
+    return out
+
+
 def budget_at(fit: dict, md_budget: float, rnd: int) -> tuple[float, float]:
-    """(b_t, P_hat_t): the budget md_budget x max(P_hat_t, 1e-6) of round ``rnd`` (t = rnd - 1, the server's step)."""
-    level = max(float(fit["mu"]) + float(fit["tau"]) * (int(rnd) - 1), 1e-6)
+    """(b_t, its reference level): md_budget x max(level, 1e-6) of round ``rnd``; the level is P_hat_t = mu_hat +
+    tau_hat t (t = rnd - 1, the paper gate) or the history gate's estimated cut of that round (the last simulated
+    round's after the simulation ends)."""
+    if "levels" in fit:
+        rounds = sorted(int(r) for r in fit["levels"])
+        level = float(fit["levels"][str(min(max(int(rnd), rounds[0]), rounds[-1]))])
+    else:
+        level = float(fit["mu"]) + float(fit["tau"]) * (int(rnd) - 1)
+    level = max(level, 1e-6)
     return float(md_budget) * level, level
 
 

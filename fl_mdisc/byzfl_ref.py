@@ -142,9 +142,7 @@ def seeded(seed: int):
             np.random.set_state(state)
 
 
-def default_f(num_malicious: int, num_clients: int, per_round: int) -> int:
-    """f when ``strategy.f`` is null: the attackers expected among the ``per_round`` sampled clients,
-    ceil(num_malicious * K / N), capped at (K - 1) // 2 (most ByzFL aggregators need n > 2f)."""
-    if num_malicious <= 0:
-        return 0
-    return max(0, min(math.ceil(num_malicious * per_round / num_clients), (per_round - 1) // 2))
+def attackers_per_round(num_malicious: int, num_clients: int, per_round: int) -> int:
+    """The attackers' own count per round for ByzFL's optimal attacks (the simulated attackers know it; no defence
+    reads it): ceil(num_malicious * K / N), at least 1."""
+    return max(1, math.ceil(num_malicious * per_round / num_clients)) if num_clients else 1

@@ -7,10 +7,12 @@ burn-in phase", Sec. 4.1; :func:`fl_mdisc.burnin.estimate_dsc_threshold`); we do
 
 The rule. The server holds clean data of its own (``split.calib``, held out of the burn-in like the probe set)
 and knows the protocol (batch size B, client lr, local steps, server lr and momentum, number of clients). From
-theta_start it simulates a clean federation of n_h = N - f honest clients for R_c = :func:`calib_rounds`
-rounds: each simulated client k takes a fresh batch of B from its own permutation of the calibration set
-(crop + flip as the clients do), computes its update Delta_k with the clients' local SGD, and the server applies
-FedAvg of the GC-clipped updates with its SGD + momentum (the trajectory GC and DGC follow on clean data).
+theta_start it simulates a clean federation of n_h honest clients for R_c = :func:`calib_rounds` rounds, n_h = N
+when the server assumes nothing about the attackers, N - f with ``assume.f = f`` (:mod:`fl_mdisc.assumption`; the
+simulated truth ``fed.num_malicious`` is never read): each simulated client k takes a fresh batch of B from its own
+permutation of the calibration set (crop + flip as the clients do), computes its update Delta_k with the clients'
+local SGD, and the server applies FedAvg of the GC-clipped updates with its SGD + momentum (the trajectory GC and
+DGC follow on clean data).
 
 * C = median of ||Delta_k|| (in ``strategy.norm``: L2, or L-infinity) over rounds 1..10 (a 10-round pre-pass without clipping), as the earlier
   hand-run calibration did (DESIGN.md section 5).
@@ -25,35 +27,17 @@ Cache: ``<burn-in dir>/calibration-<key>.json``; the key holds every input that 
 burn-in checkpoints' SHA-256, split, protocol, statistic, probe size, historical-model mode, alpha, R_c).
 Explicit ``strategy.clip_norm`` / ``strategy.mu`` + ``strategy.tau`` (or ``calib.*``) override the rule.
 
-Realistic federations. The simulation follows the protocol the server announced: with K of N clients per round
-K_h = K - round(K f / N) honest clients take part each round (drawn like the real sample,
-:func:`fl_mdisc.sampling.sample_round`). With non-IID data (``fed.partition``) the honest statistic varies mostly
-between clients, so the simulation draws its K_h per round from a population of at least ``strategy.calib_population``
-(100) simulated clients whose label proportions and partition sizes come from the real partitioner's law
-(:func:`label_skew`: the same flwr-datasets partitioner, N, alpha and minimum size on a balanced stand-in pool); each
-simulated client's batches (size min(B, its partition size)) are drawn from the server's calibration set with its
-label proportions. The server knows the law, not the clients' data.
+Realistic federations. The simulation follows the protocol the server announced: with K of N clients per round,
+K_h honest clients take part each round (K, or K - round(K f / N) with ``assume.f = f``; drawn like the real sample,
+:func:`fl_mdisc.sampling.sample_round`). With non-IID data (``fed.partition``) the simulation draws its K_h per round
+from a population of at least ``strategy.calib_population`` (100) simulated clients whose label proportions and
+partition sizes come from the real partitioner's law (:func:`label_skew`: the same flwr-datasets partitioner, N, alpha
+and minimum size on a balanced stand-in pool); each simulated client's batches (size min(B, its partition size)) are
+drawn from the server's calibration set with its label proportions. The server knows the law, not the clients' data.
 
-The FPR window (``strategy.fpr_window``). Under non-IID data the simulated population is a stand-in for the real
-federation, and its trajectory is not the real one: measured (Dirichlet alpha = 0.1, 10 clients, seed 0), at
-theta_start the simulated and the real honest statistic agree (simulated q98 0.95; a simulated twin given a real
-client's label proportions scores within 0.06 of it in the median, 0.23 at most), but over the rounds the simulated
-population's statistic calms down (median 0.13 in rounds 1-10, 0.03-0.10 later) while the real fixed federation's
-does not (0.18-0.24 in every block of 10 rounds; ``benchmarks/calibration_transfer.py``). A threshold fitted on all simulated rounds pooled then flagged 15.6 % of real honest updates.
-So under non-IID the threshold is an *envelope*: the target FPR must hold in every window of ``fpr_window`` (10)
-simulated rounds, mu = the largest of the windows' thresholds and tau = 0 (:func:`fit_threshold`). Under IID the
-simulated federation has the real one's shape (the same N - f honest clients, K per round) and the pooled fit
-with a slope transfers (measured FPR 0.8 % and 2.4 %), so ``fpr_window: null`` (auto) keeps it there; an integer
-forces the envelope everywhere. The fit is recomputed from the cached simulated values on every load, so the window
-is not part of the cache key.
-
-The flag cap (``strategy.max_flagged``, :func:`max_flagged`). Even the envelope leaves one failure the simulation
-cannot see: in a fixed non-IID federation one honest client's statistic can drift upward over the rounds (measured:
-grid seed 1, Dirichlet alpha = 0.1, 10 clients: one client's median rose from 0.80 in rounds 1-10 to 1.21 in rounds
-41-50, above mu = 0.85; DGC flagged 72 % of its updates, 10.4 % of all honest ones), and one client is 1/(N - f) of
-the honest updates. So under non-IID data DGC also flags at most c = min(K, f) updates a round (the most attackers a
-round can hold): the round's c largest statistics above P_t. A counterfactual on the recorded cells
-(``benchmarks/envelope_window.py --cap``) put that client's cell at 7.4 % and cost recall 0 to 0.06.
+The fitted threshold serves DGC's paper rule (``strategy.gate=paper``, Table 13); the default history gate
+(:mod:`fl_mdisc.history`) needs no threshold, only C. Under non-IID data a threshold fitted on the simulated
+population does not transfer to a fixed real federation (docs: history), which is why the history gate exists.
 
 Differences from the paper: the paper publishes no DGC and no rule for C; this is our design. What it assumes:
 the server's calibration data are clean and distributed like the clients' in law; label skew is simulated,
@@ -71,6 +55,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .assumption import assumed_f
 from .config import config_hash
 from .data import augment, load_dataset, split_of, stream_batch, to_float
 from .md import ProbeMD
@@ -100,72 +85,6 @@ def fit_fpr_threshold(steps, values, target_fpr: float, slope: bool = True) -> t
     return mu, tau
 
 
-def fpr_window(cfg) -> int | None:
-    """Rounds per window of the envelope fit, or None for the pooled fit: ``strategy.fpr_window`` when set (0: pooled),
-    else 10 under non-IID data (the simulated population is a stand-in) and pooled under IID (see the module doc)."""
-    w = cfg.strategy.get("fpr_window")
-    if w is not None:
-        if int(w) < 0:
-            raise ValueError(f"strategy.fpr_window must be >= 0 rounds (0: pooled), got {w}")
-        return int(w) or None
-    return None if str(cfg.fed.get("partition", "iid")) == "iid" else 10
-
-
-def max_flagged(cfg) -> int | None:
-    """The most updates DGC may flag in one round (``strategy.max_flagged``), or None for no cap.
-
-    Rule (auto, ``null``): under non-IID data c = max(1, min(K, f)), the most attackers a round of K participants can
-    hold when at most f = ``fed.num_malicious`` of the N clients are malicious (the bound the calibration already
-    assumes: it simulates N - f honest clients); flagging more than c updates of a round flags an honest one for sure,
-    so only the c largest statistics above P_t are flagged (:func:`strategies.clipping.capped_flags`). Under IID None
-    (the simulated federation has the real one's shape and its fit transfers, as for :func:`fpr_window`). An integer
-    forces the cap everywhere, 0 removes it. A cap of K or more is no cap (None).
-
-    Why: the non-IID envelope threshold comes from a simulated stand-in population, and a fixed real federation
-    drifts where the simulation does not: measured (grid seed 1, Dirichlet alpha = 0.1, 10 clients, clean stream) one
-    honest client's statistic rose from 0.80 (rounds 1-10, median) to 1.21 (rounds 41-50) above mu = 0.85 and DGC
-    flagged 72 % of its updates, 10.4 % of all honest ones. One client is 1/(N - f) of the honest updates, so with
-    N = 10 a single such client breaks a 10 % FPR bound whatever alpha is; the cap bounds the flagged share of a
-    round by c / K on any machine (``benchmarks/envelope_window.py --cap`` prints the counterfactual)."""
-    from .sampling import clients_per_round
-
-    s, fed = cfg.strategy, cfg.fed
-    k = clients_per_round(cfg)
-    c = s.get("max_flagged")
-    if c is None:
-        if str(fed.get("partition", "iid")) == "iid":
-            return None
-        c = max(1, min(k, int(fed.num_malicious)))
-    elif int(c) < 0:
-        raise ValueError(f"strategy.max_flagged must be >= 0 updates a round (0: no cap), got {c}")
-    c = int(c)
-    return None if c == 0 or c >= k else c
-
-
-def fit_threshold(steps, values, target_fpr: float, window: int | None) -> tuple[float, float]:
-    """(mu, tau): :func:`fit_fpr_threshold` on all values pooled (``window`` None), or the envelope over windows of
-    ``window`` steps: mu = max over windows of the window's own threshold (no slope), tau = 0, so that at most
-    ``target_fpr`` of the values of *every* window lie above mu. A window spans at least enough steps to hold
-    1 / target_fpr values (else it could leave no value above its threshold and would return its maximum); a trailing
-    window shorter than that joins the one before it."""
-    if window is None:
-        return fit_fpr_threshold(steps, values, target_fpr)
-    s = np.asarray(steps, dtype=np.int64)
-    v = np.asarray(values, dtype=np.float64)
-    if len(v) == 0:
-        raise ValueError("no calibration values")
-    lo, hi = int(s.min()), int(s.max())
-    per_step = len(v) / len(np.unique(s))
-    window = max(int(window), int(math.ceil(1.0 / (float(target_fpr) * per_step) - 1e-9)))
-    starts = list(range(lo, hi + 1, window))
-    if len(starts) > 1 and hi + 1 - starts[-1] < window:
-        starts.pop()
-    bounds = starts[1:] + [hi + 1]
-    mus = [fit_fpr_threshold(s[(s >= a) & (s < b)], v[(s >= a) & (s < b)], target_fpr, slope=False)[0]
-           for a, b in zip(starts, bounds) if np.any((s >= a) & (s < b))]
-    return max(mus), 0.0
-
-
 def calibration_key(cfg, entry: dict) -> dict:
     s, fed = cfg.strategy, cfg.fed
     return {
@@ -174,10 +93,11 @@ def calibration_key(cfg, entry: dict) -> dict:
         "protocol": cfg.protocol, "n_honest": n_honest(cfg), "B": int(fed.batch_size), "client_lr": float(fed.client_lr),
         "local_steps": int(fed.local_steps), "server_lr": float(fed.server_lr), "momentum": float(fed.server_momentum),
         "augment": bool(cfg.dataset.augment), "rounds": calib_rounds(cfg),
-        "statistic": str(s.get("statistic", "absolute")) if s.name == "dgc" else None,
+        "statistic": measured_statistic(cfg),
         "probe_size": int(s.get("probe_size") or cfg.split.probe), "hist_mode": str(s.get("hist", "burnin")),
         "hist_lag": int(s.get("hist_lag") or 0) if s.get("hist") == "lag" else 0,
         "target_fpr": float(s.get("target_fpr") or 0.05), "seed": int(cfg.burnin.seed),
+        "assumed_f": assumed_f(cfg),
         "clip_norm": None if s.get("clip_norm") is None else float(s.clip_norm), "norm": str(s.get("norm", "l2")),
     } | _federation_key(cfg)
 
@@ -201,8 +121,17 @@ def _federation_key(cfg) -> dict:
     return out
 
 
+def measured_statistic(cfg) -> str | None:
+    """The DGC statistic the simulation measures: only the paper gate fits a threshold on it (None: C only)."""
+    s = cfg.strategy
+    if s.name != "dgc" or s.get("gate", "history") != "paper":
+        return None
+    return str(s.get("statistic", "increase"))
+
+
 def n_honest(cfg) -> int:
-    return max(1, int(cfg.fed.num_clients) - int(cfg.fed.num_malicious))
+    """The honest clients the server simulates: N, or N - f with ``assume.f = f`` (never the simulated truth)."""
+    return max(1, int(cfg.fed.num_clients) - (assumed_f(cfg) or 0))
 
 
 def calib_rounds(cfg) -> int:
@@ -221,7 +150,7 @@ def honest_per_round(cfg) -> int:
     """K_h: the honest participants of a round, K minus the attackers expected among K."""
     from .sampling import clients_per_round
 
-    n, k, f = int(cfg.fed.num_clients), clients_per_round(cfg), int(cfg.fed.num_malicious)
+    n, k, f = int(cfg.fed.num_clients), clients_per_round(cfg), assumed_f(cfg) or 0
     if k == n:
         return n_honest(cfg)
     return max(1, min(n_honest(cfg), k - int(round(k * f / n))))
@@ -251,10 +180,10 @@ def label_skew(cfg, n_clients: int, seed: int, num_classes: int = 10) -> tuple[n
     from .experiment import min_partition_size
     from .data import partition_pool
 
-    n, f = int(cfg.fed.num_clients), int(cfg.fed.num_malicious)
+    n, f = int(cfg.fed.num_clients), assumed_f(cfg) or 0
     pool_size = 50_000 - int(cfg.split.burnin)
-    if cfg.fed.get("attacker_data", "partition") == "pool" and f > 0:
-        pool_size -= 600
+    if cfg.fed.get("attacker_data", "partition") == "pool":
+        pool_size -= 600  # the protocol carves the attackers' batches first whatever the attack (fl_mdisc/experiment.py)
     labels = np.arange(pool_size) % num_classes
     pool = np.arange(pool_size)
     props, sizes, rep = [], [], 0
@@ -344,7 +273,7 @@ def simulate(cfg, entry, log=print, device="cpu", data=None, probe=None) -> dict
     nh, kh = n_honest(cfg), honest_per_round(cfg)
     R = calib_rounds(cfg)
     lr, mom, eta = float(cfg.fed.server_lr), float(cfg.fed.server_momentum), float(cfg.fed.server_lr)
-    stat = str(cfg.strategy.get("statistic", "absolute")) if cfg.strategy.name == "dgc" else None
+    stat = measured_statistic(cfg)
     lag = int(cfg.strategy.hist_lag) if cfg.strategy.get("hist") == "lag" else 0
     kind = str(cfg.strategy.get("norm", "l2"))
     t0 = time.time()
@@ -392,24 +321,10 @@ def simulate(cfg, entry, log=print, device="cpu", data=None, probe=None) -> dict
 
 def statistic_values(recs: list[dict], statistic: str) -> tuple[list[int], list[float]]:
     """(steps t = round - 1, s) of the simulated honest updates for ``statistic``."""
-    from collections import defaultdict
-
     if statistic == "absolute":
         return [r["round"] - 1 for r in recs], [r["md"] for r in recs]
     if statistic == "increase":
         return [r["round"] - 1 for r in recs], [r["md"] - r["md_base"] for r in recs]
-    if statistic == "cohort":
-        by = defaultdict(list)
-        for r in recs:
-            by[r["round"]].append(r["md"])
-        steps, vals = [], []
-        for rnd in sorted(by):
-            a = np.asarray(by[rnd])
-            med = float(np.median(a))
-            mad = 1.4826 * float(np.median(np.abs(a - med)))
-            steps += [rnd - 1] * len(a)
-            vals += [0.0 if mad <= 0 else float((m - med) / mad) for m in a]
-        return steps, vals
     raise ValueError(f"unknown statistic {statistic!r}")
 
 
@@ -442,30 +357,24 @@ def calibrate(cfg, entry: dict, log=print, device="cpu") -> dict:
     msg = f"calibrated: C = {fit['clip_norm']:.4g}"
     if "mu" in fit:
         msg += f", DGC ({fit['statistic']}) P_t = {fit['mu']:.5g} + {fit['tau']:.3g} * t (in-sample FPR " \
-               f"{fit['fpr_in_sample']:.3f}, target {fit['target_fpr']}" + \
-               (f" in every {fit['fpr_window']}-round window)" if fit.get("fpr_window") else ")")
+               f"{fit['fpr_in_sample']:.3f}, target {fit['target_fpr']})"
     log(msg + f" [{fit['seconds']}s]")
     return fit
 
 
 def _fit_threshold(fit: dict, cfg, vals: list | None = None) -> dict:
-    """Set mu, tau, the window and the in-sample FPR of ``fit`` from its simulated values (``vals``, else the cached
-    rounded ones). Cheap, so a cached simulation serves every window: a cached fit made with the requested window is
-    kept as is (files written before the window existed were pooled fits), any other is refitted."""
+    """Set mu, tau and the in-sample FPR of ``fit`` from its simulated values (``vals``, else the cached rounded
+    ones): :func:`fit_fpr_threshold` on all values pooled."""
     stat = fit.get("statistic")
     if stat is None or "values" not in fit:
         return fit
-    window = None if stat == "cohort" else fpr_window(cfg)
-    if vals is None and "mu" in fit and fit.get("fpr_window") == window:
+    if vals is None and "mu" in fit:
         return fit
     steps = fit["values"]["steps"]
     vals = fit["values"]["stat"] if vals is None else vals
-    if stat == "cohort":
-        mu, tau = float(cfg.strategy.get("cohort_z") or 3.0), 0.0
-    else:
-        mu, tau = fit_threshold(steps, vals, fit["target_fpr"], window)
+    mu, tau = fit_fpr_threshold(steps, vals, fit["target_fpr"])
     thr = mu + tau * np.asarray(steps, dtype=np.float64)
-    return fit | {"mu": mu, "tau": tau, "fpr_window": window, "fpr_in_sample": float(np.mean(np.asarray(vals) > thr))}
+    return fit | {"mu": mu, "tau": tau, "fpr_in_sample": float(np.mean(np.asarray(vals) > thr))}
 
 
 def apply_calibration(cfg, entry: dict, log=print, device="cpu") -> dict | None:
@@ -477,7 +386,7 @@ def apply_calibration(cfg, entry: dict, log=print, device="cpu") -> dict | None:
     if s.name not in ("gc", "dgc") and not norm_based:  # ByzFL's cc radius / clipping bound: C, as GC's
         return None
     need_c = s.get("clip_norm") is None
-    need_p = s.name == "dgc" and (s.get("mu") is None or s.get("tau") is None)
+    need_p = measured_statistic(cfg) is not None and (s.get("mu") is None or s.get("tau") is None)
     if not (need_c or need_p):
         return None
     fit = calibrate(cfg, entry, log=log, device=device)

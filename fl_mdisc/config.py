@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
 
-STRATEGIES = ("st", "gc", "dgc", "median", "trimmed_mean", "multikrum", "byzfl")
+STRATEGIES = ("st", "gc", "dgc", "median", "trimmed_mean", "multikrum", "byzfl", "fldetector")
 PARTITIONS = ("iid", "dirichlet", "pathological")
 LAMBDA_ATTACKS = ("lambda_update", "adaptive_update")  # the lambda-update and its DGC-aware form
 OMNISCIENT_ATTACKS = ("alie", "ipm", "signflip", "gaussian", "inf", "mimic")  # ByzFL's, fl_mdisc/byzfl_ref.py
@@ -107,19 +107,9 @@ def resolve_defaults(cfg: DictConfig) -> None:
             s.mu = cfg.calib.get("mu")
         if s.get("tau") is None:
             s.tau = cfg.calib.get("tau")
-        if s.get("statistic", "absolute") == "cohort" and s.mu is None:
-            s.mu, s.tau = float(s.get("cohort_z", 3.0)), 0.0  # the z cut needs no fit
     if cfg.fed.get("malicious_fraction") is not None and not isinstance(cfg.fed.malicious_fraction, bool) \
             and isinstance(cfg.fed.malicious_fraction, (int, float)) and isinstance(cfg.fed.num_clients, int):
         cfg.fed.num_malicious = int(round(float(cfg.fed.malicious_fraction) * int(cfg.fed.num_clients)))
-    if s.name == "multikrum":
-        # Krum's f is per round: the attackers expected among the K participants (all f when K = N)
-        n, k = int(cfg.fed.num_clients), cfg.fed.get("clients_per_round")
-        k = n if k is None else int(k)
-        if s.get("num_malicious") is None:
-            s.num_malicious = int(math.ceil(int(cfg.fed.num_malicious) * k / n)) if n else 0
-        if s.get("num_to_select") is None:
-            s.num_to_select = max(1, k - s.num_malicious)
     if cfg.attack.name in LAMBDA_ATTACKS and cfg.attack.get("lam") is None:
         cfg.attack.lam = cfg.calib.lam
     if cfg.attack.name in LAMBDA_ATTACKS and cfg.attack.get("norm_multiple") is None:
@@ -223,6 +213,7 @@ def validate(cfg: DictConfig) -> None:
         _num(cfg, "fed.classes_per_client", 1, integer=True)
     _num(cfg, "fed.min_partition_size", 1, integer=True, allow_none=True)
     n, f = int(cfg.fed.num_clients), int(cfg.fed.num_malicious)
+    _num(cfg, "assume.f", 0, n, integer=True, allow_none=True)
     _num(cfg, "fed.clients_per_round", 1, n, integer=True, allow_none=True)
     _num(cfg, "fed.malicious_fraction", 0, 1, allow_none=True)
     if f > n:
@@ -283,19 +274,30 @@ def validate(cfg: DictConfig) -> None:
         if cfg.strategy.get("norm", "l2") not in ("l2", "linf"):
             raise ConfigError(f"unknown strategy.norm '{cfg.strategy.norm}'; choose l2 or linf")
     if cfg.strategy.name == "dgc":
-        stat = cfg.strategy.get("statistic", "absolute")
-        if stat not in ("absolute", "increase", "cohort"):
-            raise ConfigError(f"unknown strategy.statistic '{stat}'; choose absolute, increase or cohort")
+        stat = cfg.strategy.get("statistic", "increase")
+        if stat not in ("absolute", "increase"):
+            raise ConfigError(f"unknown strategy.statistic '{stat}'; choose increase or absolute")
         if stat != "absolute" and cfg.strategy.md_source != "server":
             raise ConfigError(f"strategy.statistic={stat} needs strategy.md_source=server (or statistic=absolute)")
+        gate = cfg.strategy.get("gate", "history")
+        if gate not in ("history", "paper"):
+            raise ConfigError(f"unknown strategy.gate '{gate}'; choose history or paper (strategy=dgc_paper)")
+        if gate == "history":
+            _num(cfg, "strategy.window", 1, integer=True)
+            _num(cfg, "strategy.pool_rounds", 1, integer=True)
+            _num(cfg, "strategy.kappa", 0, lo_open=True)
+            k = cfg.fed.get("clients_per_round")
+            k = n if k is None else k
+            if cfg.protocol == "harness" or (isinstance(k, int) and k < 3):
+                raise ConfigError("strategy.gate=history judges each update against the round's other updates and "
+                                  f"needs at least 3 per round (here {1 if cfg.protocol == 'harness' else k}); use "
+                                  "strategy=dgc_paper (the fitted P_t = mu + tau * t) or more clients per round")
         _num(cfg, "strategy.mu", None, allow_none=True)
         _num(cfg, "strategy.tau", 0, allow_none=True)
         if (cfg.strategy.mu is None) != (cfg.strategy.tau is None):
             raise ConfigError("set both strategy.mu and strategy.tau, or neither (then both are fitted for "
                               "strategy.target_fpr)")
         _num(cfg, "strategy.target_fpr", 0, 0.5, lo_open=True, allow_none=True)
-        _num(cfg, "strategy.cohort_z", 0, lo_open=True, allow_none=True)
-        _num(cfg, "strategy.max_flagged", 0, integer=True, allow_none=True)
         _num(cfg, "strategy.probe_size", 1, integer=True)
         if cfg.strategy.hist not in ("burnin", "lag"):
             raise ConfigError(f"unknown strategy.hist '{cfg.strategy.hist}'; choose burnin or lag")
@@ -306,10 +308,15 @@ def validate(cfg: DictConfig) -> None:
         _num(cfg, "strategy.hist_lag", 1, integer=True)
         if cfg.strategy.probe_size > cfg.split.probe:
             raise ConfigError(f"strategy.probe_size={cfg.strategy.probe_size} exceeds split.probe={cfg.split.probe}")
+    if cfg.strategy.name == "fldetector":
+        _num(cfg, "strategy.window", 1, integer=True)
+        _num(cfg, "strategy.memory", 1, integer=True)
+        _num(cfg, "strategy.warmup", 0, integer=True)
     if cfg.strategy.name == "trimmed_mean":
         _num(cfg, "strategy.beta", 0, 0.499)
     if cfg.strategy.name == "multikrum":
-        _num(cfg, "strategy.num_to_select", 1, n, integer=True)
+        _num(cfg, "strategy.f", 0, integer=True, allow_none=True)
+        _num(cfg, "strategy.num_to_select", 1, n, integer=True, allow_none=True)
     _num(cfg, "burnin.seed", 0, integer=True, allow_none=True)
     _num(cfg, "burnin.epochs", 1, integer=True)
     _num(cfg, "burnin.hist_epoch", 1, cfg.burnin.epochs, integer=True)

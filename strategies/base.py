@@ -32,6 +32,13 @@ class StrategyWrapper(Strategy):
     def summary(self) -> None:
         self.strategy.summary()
 
+    def state(self) -> dict | None:
+        """What this wrapper keeps between rounds, for the server checkpoint (None: nothing)."""
+        return None
+
+    def load_state(self, state: dict) -> None:
+        """Restore :meth:`state` on resume."""
+
     def innermost(self) -> Strategy:
         s = self.strategy
         while isinstance(s, StrategyWrapper):

@@ -87,33 +87,25 @@ def dgc_factor(norm: float, clip_norm: float, md: float, P: float, gc_fac: float
     return gc_factor(norm, dgc_bound(clip_norm, md, P))
 
 
-def capped_flags(stats: list[float], P: float, max_flagged: int | None) -> list[bool]:
-    """Which updates of a round DGC flags: s_k > P_t, and, with a cap c (``max_flagged``), only the c largest of them:
-
-        flagged_k = s_k > P_t  and  s_k > s_(c+1),
-
-    s_(c+1) the (c+1)-th largest statistic of the round (ties at s_(c+1) are not flagged, so never more than c).
-    An update above P_t but outside the top c keeps GC's factor. With at most c attackers in the round, flagging
-    more than c updates flags an honest one for sure (``fl_mdisc.calibration.max_flagged``: c from f and K)."""
-    over = [float(s) > P for s in stats]
-    if max_flagged is None or len(stats) <= max_flagged:
-        return over
-    floor = sorted((float(s) for s in stats), reverse=True)[int(max_flagged)]
-    return [o and float(s) > floor for o, s in zip(over, stats)]
+def flagged_factor(norm: float, clip_norm: float, ratio: float, gc_fac: float, mode: str = "clip") -> float:
+    """Clip factor of a flagged update whose gate gives the shrink ratio r in [0, 1] (the paper rule: r = P_t / s_k):
+    min(1, C r / ||Delta||) (clip: the bound C_k = C r), or f_GC r (scale)."""
+    if mode == "scale":
+        return gc_fac * ratio
+    if mode != "clip":
+        raise ValueError(f"unknown DGC mode {mode!r}; choose one of {DGC_MODES}")
+    return gc_factor(norm, clip_norm * ratio)
 
 
-STATISTICS = ("absolute", "increase", "cohort")
+STATISTICS = ("absolute", "increase")
 
 
 def dgc_statistic(md_cand: list[float], md_base: float | None, kind: str) -> list[float]:
-    """The per-update value DGC compares with its threshold P_t.
+    """The per-update value DGC's gate judges.
 
-    * ``absolute``: s_k = MD_k, the MD of the candidate theta_t + eta f_k Delta_k against theta_hist (the
-      original rule; it carries the MD of theta_t itself, which grows with the rounds and with the distance
-      between the two burn-in checkpoints).
     * ``increase``: s_k = MD_k - MD(theta_t), what this update adds (one more probe forward per round).
-    * ``cohort``: s_k = (MD_k - median_j MD_j) / (1.4826 MAD_j), a robust z-score within the round (assumes an
-      honest majority; needs no calibration, P is the z cut).
+    * ``absolute``: s_k = MD_k, the MD of the candidate theta_t + eta f_k Delta_k against theta_hist (it carries the
+      MD of theta_t itself, which grows with the rounds and with the distance between the two burn-in checkpoints).
     """
     if kind == "absolute":
         return [float(m) for m in md_cand]
@@ -121,13 +113,6 @@ def dgc_statistic(md_cand: list[float], md_base: float | None, kind: str) -> lis
         if md_base is None:
             raise ValueError("statistic='increase' needs MD(theta_t)")
         return [float(m) - float(md_base) for m in md_cand]
-    if kind == "cohort":
-        a = np.asarray(md_cand, dtype=np.float64)
-        if len(a) == 0:
-            return []
-        med = float(np.median(a))
-        mad = 1.4826 * float(np.median(np.abs(a - med)))
-        return [0.0 if mad <= 0 else float((m - med) / mad) for m in a]
     raise ValueError(f"unknown DGC statistic {kind!r}; choose one of {STATISTICS}")
 
 

@@ -162,6 +162,10 @@ def run(grid: Grid, run_config: dict) -> dict:
         prober = ProbeMD(load_model(cfg, entry["start"], entry["start_sha"], dev), probe_x, get_params(hist_model))
         probe_md, set_hist = prober, prober.set_hist
     strategy, clip, validator = build_strategy(cfg, probe_md=probe_md, set_hist=set_hist, malicious=plan.malicious)
+    if cfg.strategy.name in ("multikrum", "byzfl"):
+        from .factory import defence_f
+
+        _say("{} runs with f = {} per round ({})".format(cfg.strategy.name, *defence_f(cfg)))
 
     arrays = ArrayRecord(get_params(model))
     start_round, monitor_round, done = 1, None, False
@@ -174,8 +178,8 @@ def run(grid: Grid, run_config: dict) -> dict:
                 raise ConfigError(f"{ckpt_path} belongs to a different config; use another out_dir or resume=false")
             arrays = ArrayRecord(ck["arrays"])
             strategy.momentum_vector = ck["momentum"]
-            if clip is not None and hasattr(clip, "history") and ck.get("dgc_history") is not None:
-                clip.history.extend(ck["dgc_history"])
+            if clip is not None and ck.get("defence_state") is not None:  # DGC's lagged models / client history, FLDetector's memory
+                clip.load_state(ck["defence_state"])
             if ck.get("aggregator_state") is not None:  # e.g. centered clipping's centre (ByzFL keeps it between rounds)
                 strategy.sampler.strategy.load_state(ck["aggregator_state"])
             start_round, keep = ck["round"] + 1, ck["round"]
@@ -252,7 +256,7 @@ def run(grid: Grid, run_config: dict) -> dict:
             done = True
         if rnd % int(cfg.checkpoint_every) == 0 or done or rnd == cfg.stop_after:
             torch.save({"round": rnd, "arrays": arrays.to_numpy_ndarrays(), "momentum": strategy.momentum_vector,
-                        "dgc_history": list(getattr(clip, "history", []) or []) or None,
+                        "defence_state": getattr(clip, "state", lambda: None)(),
                         "aggregator_state": getattr(strategy.sampler.strategy, "state", lambda: None)(),
                         "monitor_round": monitor_round, "done": done, "cfg_json": to_json(_core(cfg))}, ckpt_path)
         if cfg.stop_after is not None and rnd == int(cfg.stop_after) and not done:
@@ -357,29 +361,27 @@ def summarize(metrics: list[dict], rounds: list[dict], cfg) -> dict:
          "missing_replies": sum(r.get("missing", 0) for r in rounds),
          "unchanged_rounds": sum(1 for r in rounds if r.get("unchanged"))}
     s["last_round"] = R
+    from fl_mdisc.assumption import assumed_f
+
+    from .factory import defence_f
+
+    s["assumed_f"] = assumed_f(cfg)  # what the server was told (null: nothing); the truth is never a defence's input
+    if cfg.strategy.name in ("multikrum", "byzfl"):
+        s["defence_f"], s["defence_f_source"] = defence_f(cfg)
     if cfg.get("monitor_drop") is not None:
         s["monitor_round"] = R if R < int(cfg.num_rounds) else None
     if trig:
         s["accuracy_after_trigger"] = trig[-1]["accuracy"]
         s["trigger_drop"] = round(acc[R] - trig[-1]["accuracy"], 4)
-    mal, hon = [], []
-    tp = fp = fn = 0
-    for r in rounds:
-        for c in r["clients"]:
-            if "md" not in c:
-                continue
-            (mal if c.get("malicious") else hon).append(c.get("stat", c["md"]))
-            if c.get("flagged") and c.get("malicious"):
-                tp += 1
-            elif c.get("flagged"):
-                fp += 1
-            elif c.get("malicious"):
-                fn += 1
-    if mal or hon:
-        s["detection"] = {"auroc": auroc(mal, hon) if mal and hon else None,
-                          "precision": tp / (tp + fp) if tp + fp else None,
-                          "recall": tp / (tp + fn) if tp + fn else None,
-                          "flagged_honest": fp, "flagged_malicious": tp}
+    from fl_mdisc.scoring import detection
+
+    mal = [c.get("stat", c["md"]) for r in rounds if r.get("phase") == "accumulate" for c in r["clients"]
+           if "md" in c and c.get("malicious")]
+    hon = [c.get("stat", c["md"]) for r in rounds if r.get("phase") == "accumulate" for c in r["clients"]
+           if "md" in c and not c.get("malicious")]
+    det = detection(rounds)
+    if det is not None or mal or hon:
+        s["detection"] = (det or {}) | {"auroc": auroc(mal, hon) if mal and hon else None}
     dsc = [c.get("dsc-corrected", 0) for r in rounds for c in r["clients"]]
     if cfg.defense.name in ("dsc", "at"):
         s["dsc_corrected_samples"] = int(sum(dsc))

@@ -27,6 +27,20 @@ class TestLargestScaleWithin:
         fit = {"mu": 0.1, "tau": 0.01}
         assert budget_at(fit, 0.5, 3) == pytest.approx((0.5 * 0.12, 0.12))  # round 3: server step t = 2
         assert budget_at({"mu": -0.2, "tau": 0.0}, 2.0, 1) == (2e-6, 1e-6)  # a level at or below 0: floor
+        levels = {"levels": {"1": 0.3, "2": 0.4}}  # the history gate's estimated cut per round
+        assert budget_at(levels, 2.0, 2) == pytest.approx((0.8, 0.4))
+        assert budget_at(levels, 1.0, 9) == pytest.approx((0.4, 0.4))  # after the simulated rounds: the last one
+
+    def test_history_levels_are_the_gates_cut(self):
+        from omegaconf import OmegaConf
+
+        from fl_mdisc.adaptive import history_levels
+
+        view = OmegaConf.create({"strategy": {"pool_rounds": 2, "kappa": 3.5}})
+        steps, vals = [0, 0, 0, 1, 1, 1], [0.0, 0.1, 0.3, 0.2, 0.2, 0.5]
+        lv = history_levels(steps, vals, view)
+        # round 1: median 0.1, |c| = 0.1, 0, 0.2 -> sigma = 1.4826 * 0.1; round 2: median 0.2, pooled |c| median 0.1
+        assert lv["1"] == pytest.approx(0.1 + 3.5 * 1.4826 * 0.1) and lv["2"] == pytest.approx(0.2 + 3.5 * 1.4826 * 0.05)
 
 
 def test_estimated_statistic_by_hand():
@@ -70,7 +84,8 @@ def test_sent_update_meets_its_own_budget(tiny):
     assert 0.0 <= met["attack-scale"] < 1.0  # 1/200 of the calibrated level: the update must shrink
     assert met["attack-md-est"] <= met["attack-md-budget"] == pytest.approx(0.005 * met["attack-md-ref"])
     fit = malicious.adaptive_calibration(cj, pid, entry["start"], entry["start_sha"], entry["hist"], entry["hist_sha"])
-    assert met["attack-md-ref"] == pytest.approx(fit["mu"] + fit["tau"] * 1)  # round 2: P_hat at step 1
+    assert met["attack-md-ref"] == pytest.approx(budget_at(fit, 1.0, 2)[1])  # round 2: the gate's estimated cut
+    assert fit["gate"] == "history" and "levels" in fit
     # recompute the estimate independently from what was sent
     m = load_model(cfg, entry["start"], entry["start_sha"])
     theta = [p.detach().clone() for p in m.parameters() if p.requires_grad]
@@ -93,7 +108,7 @@ def test_attacker_runs_the_servers_calibration_rule(tiny):
     from fl_mdisc.calibration import calibrate
     from fl_mdisc.data import load_dataset, split_of
 
-    cfg = _adaptive(tiny, "num_rounds=12", "strategy.calib_rounds=12", "strategy.probe_size=32",
+    cfg = _adaptive(tiny, "strategy=dgc_paper", "num_rounds=12", "strategy.calib_rounds=12", "strategy.probe_size=32",
                     "strategy.target_fpr=0.1")
     entry = ensure_burnin(cfg, log=lambda m: None)
     split = split_of(cfg, len(load_dataset(cfg.dataset.name, cfg.data_root).y_train))
@@ -157,7 +172,7 @@ def test_adaptive_report(tmp_path):
     assert rows[3]["recall"] == (0.5, 0.0) and rows[2]["attacker_norm"] == (0.5, 0.0) and rows[2]["accuracy"] == (60.5, 0.5)
     doc = {"preset": "cpu", "rounds": 50, "seeds": [0, 1], "rows": rows, "command": "fl-mdisc adaptive"}
     md = adaptive_markdown(doc)
-    assert "| 1 | DGC | 60.50 ± 0.50 | 1.00 ± 0.00 | 0.500 ± 0.000 | 1.000 ± 0.000 | 0.500 ± 0.000 | 0.250 ± 0.000 |" in md
+    assert "| 1 | DGC (history) | 60.50 ± 0.50 | 1.00 ± 0.00 | 0.500 ± 0.000 | 1.000 ± 0.000 | 0.500 ± 0.000 | 0.250 ± 0.000 |" in md
     plot_adaptive(doc, tmp_path / "a.png")
     assert (tmp_path / "a.png").stat().st_size > 0
 

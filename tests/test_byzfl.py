@@ -153,13 +153,32 @@ class TestNames:
             byzfl_ref.make_attack("signflip", {"optimal": True})
 
 
-class TestDefaultF:
-    def test_expected_attackers_among_the_sampled(self):
-        assert byzfl_ref.default_f(1, 5, 5) == 1
-        assert byzfl_ref.default_f(10, 100, 10) == 1
-        assert byzfl_ref.default_f(3, 10, 10) == 3
-        assert byzfl_ref.default_f(8, 10, 10) == 4  # capped: n > 2f
-        assert byzfl_ref.default_f(0, 10, 10) == 0
+class TestDefenceF:
+    """f comes from what the server is told (assume.f), never from the simulated attackers."""
+
+    def test_per_round_f_from_the_assumption(self):
+        from fl_mdisc.assumption import krum_max_f, majority_max_f, per_round_f
+
+        assert per_round_f(1, 5, 5, majority_max_f(5))[0] == 1
+        assert per_round_f(10, 100, 10, majority_max_f(10))[0] == 1
+        assert per_round_f(3, 10, 10, majority_max_f(10))[0] == 3
+        assert per_round_f(8, 10, 10, majority_max_f(10))[0] == 4  # capped: n > 2f
+        assert per_round_f(0, 10, 10, majority_max_f(10))[0] == 0
+        assert per_round_f(None, 10, 10, majority_max_f(10))[0] == 4  # nothing known: the worst case the rule survives
+        assert per_round_f(None, 10, 10, krum_max_f(10))[0] == 3  # Krum: n >= 2f + 3
+
+    def test_strategies_read_the_assumption_not_the_truth(self):
+        from fl_mdisc.config import compose
+        from strategies.factory import build_base, defence_f
+
+        told = compose(["strategy=multikrum", "fed.num_clients=10", "fed.num_malicious=3", "assume.f=1"])
+        assert defence_f(told)[0] == 1 and build_base(told).num_malicious_nodes == 1
+        assert build_base(told).num_nodes_to_select == 9
+        blind = compose(["strategy=multikrum", "fed.num_clients=10", "fed.num_malicious=1"])
+        assert defence_f(blind) == (3, "nothing assumed: the most the rule tolerates with 10 participants")
+        byz = compose(["strategy=byzfl", "strategy.aggregator=trmean", "fed.num_clients=10", "fed.num_malicious=1"])
+        assert defence_f(byz)[0] == 4
+        assert defence_f(compose(["strategy=byzfl", "strategy.f=2", "fed.num_clients=10"]))[0] == 2
 
 
 class TestFactory:

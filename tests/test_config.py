@@ -37,10 +37,10 @@ def test_presets_hold_rules_not_fitted_constants():
     assert cpu.preset_name == "cpu" and cpu.model.name == "small_cnn"
     # C and the DGC threshold are computed where the run happens (calibration.py), not read from the preset
     assert cpu.strategy.clip_norm is None and cpu.strategy.mu is None and cpu.strategy.tau is None
-    assert compose(["protocol=harness"]).strategy.clip_norm is None
+    assert compose(["protocol=harness", "strategy=dgc_paper"]).strategy.clip_norm is None
     assert cpu.attack.norm_multiple == cpu.calib.norm_multiple == 2.0  # a strength rule, not a fitted lambda
-    assert compose(["protocol=harness"]).attack.norm_multiple is None  # Pang's harness keeps lambda = 0.08
-    assert compose(["protocol=harness"]).attack.lam == 0.08 and compose(["protocol=harness"]).attack.trigger_scale == 0.01
+    assert compose(["protocol=harness", "strategy=dgc_paper"]).attack.norm_multiple is None  # Pang's harness keeps lambda = 0.08
+    assert compose(["protocol=harness", "strategy=dgc_paper"]).attack.lam == 0.08 and compose(["protocol=harness", "strategy=dgc_paper"]).attack.trigger_scale == 0.01
     # explicit values override the rules unchanged
     ex = compose(["strategy.clip_norm=1.5", "strategy.mu=0.3", "strategy.tau=0.001"])
     assert (ex.strategy.clip_norm, ex.strategy.mu, ex.strategy.tau) == (1.5, 0.3, 0.001)
@@ -52,9 +52,9 @@ def test_presets_hold_rules_not_fitted_constants():
 
 
 def test_harness_protocol_has_one_participant():
-    c = compose(["protocol=harness"])
+    c = compose(["protocol=harness", "strategy=dgc_paper"])
     assert c.fed.num_clients == 1 and c.fed.num_malicious == 1
-    c = compose(["protocol=harness", "attack=none"])
+    c = compose(["protocol=harness", "attack=none", "strategy=dgc_paper"])
     assert c.fed.num_malicious == 0
 
 

@@ -141,7 +141,7 @@ class TestStreamsAndAttackers:
         from clients import honest
 
         cfg = _cfg(tiny, "fed.num_clients=6", "fed.clients_per_round=2", "attack=none", "fed.num_malicious=0",
-                   "fed.batch_size=20")
+                   "fed.batch_size=20", "strategy=st")
         plan = make_plan(cfg)
         seen = {}
 
@@ -259,10 +259,13 @@ class TestPartitions:
 def test_non_iid_calibration_simulates_label_skew(tiny):
     from fl_mdisc.calibration import _Sim, honest_per_round, label_skew, simulated_population
 
-    cfg = _cfg(tiny, "strategy=dgc", "fed.num_clients=10", "fed.clients_per_round=5", "fed.num_malicious=2",
+    cfg = _cfg(tiny, "strategy=dgc_paper", "fed.num_clients=10", "fed.clients_per_round=5", "fed.num_malicious=2",
                "fed.partition=dirichlet", "fed.dirichlet_alpha=0.1", "fed.batch_size=20", "attack=none",
                "fed.min_partition_size=5")
-    assert honest_per_round(cfg) == 4  # 5 - round(5 * 2 / 10)
+    assert honest_per_round(cfg) == 5  # the server assumes nothing: every participant is simulated honest
+    told = _cfg(tiny, "strategy=dgc_paper", "fed.num_clients=10", "fed.clients_per_round=5", "assume.f=2",
+                "fed.partition=dirichlet", "fed.dirichlet_alpha=0.1", "fed.batch_size=20", "fed.min_partition_size=5")
+    assert honest_per_round(told) == 4  # told f = 2 of 10: 5 - round(5 * 2 / 10)
     assert simulated_population(cfg) == 100  # many clients: the honest statistic varies between clients
     props, sizes = label_skew(cfg, 30, 0)
     assert props.shape == (30, 10) and np.allclose(props.sum(1), 1) and props.max(1).mean() > 0.4  # alpha 0.1: peaked

@@ -107,13 +107,13 @@ def test_complete_cell_is_reused_only_for_the_same_experiment(tmp_path):
     from fl_mdisc.errors import FlMdiscError
     from app.tables import check_cell_matches
 
-    overrides = ["protocol=harness", "num_rounds=40", "strategy=dgc", "attack=lambda_update", "seed=1"]
+    overrides = ["protocol=harness", "num_rounds=40", "strategy=dgc_paper", "attack=lambda_update", "seed=1"]
     cell = tmp_path / "harness-poisoned-dgc-s1"
     cell.mkdir()
     (cell / "summary.json").write_text("{}")
     (cell / "config.yaml").write_text(OmegaConf.to_yaml(compose(overrides)))
     check_cell_matches({"name": cell.name, "overrides": overrides}, cell)  # same experiment: reused
-    for changed, key in (("num_rounds=60", "num_rounds"), ("strategy=dgc_scale", "strategy.mode"),
+    for changed, key in (("num_rounds=60", "num_rounds"), ("strategy.mode=scale", "strategy.mode"),
                          ("attack.trigger_scale=0.5", "attack.trigger_scale")):
         with pytest.raises(FlMdiscError, match=f"{key}: .* != .*another out_dir"):
             check_cell_matches({"name": cell.name, "overrides": overrides + [changed]}, cell)
@@ -122,7 +122,7 @@ def test_complete_cell_is_reused_only_for_the_same_experiment(tmp_path):
 def test_table13_default_length_per_protocol():
     from fl_mdisc.config import compose
     from app.tables import default_table13_rounds
-    assert default_table13_rounds(compose(["preset=cpu", "protocol=harness"])) == 200
+    assert default_table13_rounds(compose(["preset=cpu", "protocol=harness", "strategy=st"])) == 200
     assert default_table13_rounds(compose(["preset=cpu", "protocol=federated"])) == 100
     assert default_table13_rounds(compose(["preset=paper", "protocol=federated"])) == 500
     assert default_table13_rounds(compose(["preset=cpu", "tables.table13_rounds=30"])) == 30
@@ -148,34 +148,44 @@ class TestGridSummary:
     def test_flag_rates_and_rows(self):
         from app.grid import flag_rates, summarise
 
-        rounds = [{"phase": "accumulate", "clients": [{"malicious": False, "flagged": True}, {"malicious": False, "flagged": False},
-                                                      {"malicious": True, "flagged": True}]},
-                  {"phase": "trigger", "clients": [{"malicious": True, "flagged": False}]}]
+        rounds = [{"round": 1, "phase": "accumulate", "clients": [
+            {"partition-id": 0, "malicious": False, "flagged": True}, {"partition-id": 1, "malicious": False, "flagged": False},
+            {"partition-id": 2, "malicious": True, "flagged": True}]},
+                  {"round": 2, "phase": "trigger", "clients": [{"partition-id": 2, "malicious": True, "flagged": False}]}]
         assert flag_rates(rounds) == {"honest": 2, "honest_flagged": 1, "malicious": 1, "malicious_flagged": 1}
         runs = [{"setting": "a", "strategy": "dgc", "scenario": sc, "seed": s, "rounds": rounds,
-                 "summary": {"mean_accuracy": 70.0 + s, "trigger_drop": 1.0}} for sc in ("clean", "poisoned") for s in (0, 1)]
+                 "summary": {"mean_accuracy": 70.0 + s, "trigger_drop": 1.0, "assumed_f": None}}
+                for sc in ("clean", "poisoned") for s in (0, 1)]
         row = summarise(runs)[0]
         assert row["clean_mean"] == 70.5 and row["clean_std"] == 0.5 and row["clean_honest_fpr"] == 0.5
-        assert row["recall"] == 1.0 and row["trigger_drop"] == 1.0
+        assert row["recall"] == 1.0 and row["poisoned_precision"] == 0.5 and row["trigger_drop"] == 1.0
+        assert row["poisoned_first_sight"] == 2 and row["poisoned_attackers"] == 2 and row["assumed_f"] is None
 
-    def test_per_seed_rows_check_the_order_on_every_seed(self):
-        from app.grid import grid_markdown, per_seed_rows
+    def test_targets_can_fail_and_say_by_how_much(self):
+        from app.grid import grid_markdown, per_seed_rows, summarise, targets
 
-        rounds = [{"phase": "accumulate", "clients": [{"malicious": False, "flagged": f} for f in (True, False, False, False)]
-                   + [{"malicious": True, "flagged": True}]}]
-        acc = {("poisoned", "dgc", 0): 70.0, ("poisoned", "gc", 0): 68.0, ("poisoned", "st", 0): 60.0,
-               ("poisoned", "dgc", 1): 66.0, ("poisoned", "gc", 1): 67.0, ("poisoned", "st", 1): 60.0}
-        runs = [{"setting": "a", "strategy": st, "scenario": sc, "seed": seed, "rounds": rounds if st == "dgc" else [],
-                 "summary": {"mean_accuracy": acc.get((sc, st, seed), 72.0 + 0.1 * (st == "dgc"))}}
-                for seed in (0, 1) for sc in ("clean", "poisoned") for st in ("st", "gc", "dgc")]
-        rows = per_seed_rows(runs)
-        assert [(r["seed"], r["dgc_gt_gc_gt_st"]) for r in rows] == [(0, True), (1, False)]
-        assert rows[0]["clean_dgc_fpr"] == 0.25 and rows[0]["recall"] == 1.0 and rows[1]["poisoned_gc"] == 67.0
-        doc = {"preset": "cpu", "rounds": 5, "seeds": [0, 1], "eval_every": 5, "settings": {"a": []}, "rows": [],
-               "steps": [5], "command": "x", "strategies": ["st", "gc", "dgc"], "per_seed": rows}
+        def rounds(fp):
+            return [{"round": 1, "phase": "accumulate", "clients": [
+                {"partition-id": i, "malicious": False, "flagged": i < fp} for i in range(10)]
+                + [{"partition-id": 10, "malicious": True, "flagged": True}]}]
+
+        acc = {("poisoned", "dgc"): 70.0, ("poisoned", "gc"): 68.0, ("poisoned", "multikrum@f"): 71.0}
+        runs = [{"setting": "a", "strategy": st, "scenario": sc, "seed": seed,
+                 "rounds": rounds(seed) if st == "dgc" else [],
+                 "summary": {"mean_accuracy": acc.get((sc, st), 72.0), "assumed_f": 1 if st.endswith("@f") else None}}
+                for seed in (0, 1) for sc in ("clean", "poisoned") for st in ("gc", "dgc", "multikrum@f")]
+        rows, per_seed = summarise(runs), per_seed_rows(runs)
+        t = targets(rows, per_seed, "dgc")
+        assert [(x["seed"], x["fpr_ok"]) for x in t if x["seed"] != "mean"] == [(0, True), (1, False)]  # 0.0, 0.1
+        mean = next(x for x in t if x["seed"] == "mean")
+        assert mean["best_other"] == "multikrum@f" and mean["poisoned_gap"] == -1.0 and mean["poisoned_ok"] is False
+        assert mean["clean_gap_vs_gc"] == 0.0 and mean["clean_ok"] is True
+        doc = {"preset": "cpu", "rounds": 5, "seeds": [0, 1], "eval_every": 5, "settings": {"a": []}, "rows": rows,
+               "steps": [5], "command": "x", "strategies": ["gc", "dgc", "multikrum@f"], "per_seed": per_seed,
+               "targets": t, "target_strategy": "dgc", "target_rule": {"fpr": 0.02, "recall": 0.9, "precision": 0.9,
+                                                                      "margin": 0.3}}
         md = grid_markdown(doc)
-        assert "| a | 0 | 72.00 / 60.00 | 72.00 / 68.00 | 72.10 / 70.00 | 0.250 | 0.10 | 1.000 | yes |" in md
-        assert "| a | 1 |" in md and "| **no** |" in md
+        assert "| a | 1 | 0.100 | **no** |" in md and "Multi-Krum (told f)" in md and "| f = 1 |" in md
 
     def test_attack_and_byzfl_axes(self, tmp_path):
         from app.grid import grid_markdown, plot_grid, scenario_of, strategy_overrides, summarise
@@ -185,10 +195,11 @@ class TestGridSummary:
         assert strategy_overrides("byzfl-geomed-nnm") == ["strategy=byzfl", "strategy.aggregator=geomed",
                                                            "strategy.pre=[nnm]"]
         assert strategy_overrides("byzfl-cc") == ["strategy=byzfl", "strategy.aggregator=cc", "strategy.pre=[]"]
-        assert label("byzfl-geomed-nnm") == "ByzFL NNM+GEOMED"
+        assert strategy_overrides("multikrum@f", 10) == ["strategy=multikrum", "assume.f=10"]
+        assert label("byzfl-geomed-nnm") == "ByzFL NNM+GEOMED" and label("multikrum@f") == "Multi-Krum (told f)"
         assert [scenario_of(a, "lambda_update") for a in ("none", "lambda_update", "alie")] == ["clean", "poisoned", "alie"]
-        rounds = [{"phase": "accumulate", "clients": [{"malicious": False, "flagged": False},
-                                                      {"malicious": True, "flagged": True}]}]
+        rounds = [{"round": 1, "phase": "accumulate", "clients": [{"partition-id": 0, "malicious": False, "flagged": False},
+                                                                  {"partition-id": 1, "malicious": True, "flagged": True}]}]
         runs = [{"setting": "a", "strategy": st, "scenario": sc, "seed": 0, "rounds": rounds if st == "dgc" else [],
                  "summary": {"mean_accuracy": 60.0, "trigger_drop": 0.0}}
                 for sc in ("clean", "poisoned", "alie") for st in ("dgc", "byzfl-cc")]
@@ -197,7 +208,7 @@ class TestGridSummary:
         doc = {"preset": "cpu", "rounds": 5, "seeds": [0], "eval_every": 5, "settings": {"a": []}, "rows": rows,
                "steps": [5], "command": "x", "scenarios": ["clean", "poisoned", "alie"]}
         md = grid_markdown(doc)
-        assert "| alie | alie recall |" in md and "ByzFL CC" in md
+        assert "| a | DGC (history) | alie | 60.00 | 0.000 | 1.000 | 1.000 | 1/1 |" in md and "ByzFL CC" in md
         plot_grid(doc, tmp_path / "g.png")
         assert (tmp_path / "g.png").stat().st_size > 0
 
@@ -273,16 +284,11 @@ def test_reused_cells_must_share_beta_and_the_dgc_fit_window(tmp_path):
     with pytest.raises(FlMdiscError, match="attack.beta"):
         check_cell_matches({"name": "c", "overrides": acc + ["attack.beta=0.1"]}, cell)
     dgc = ["strategy=dgc", "fed.num_clients=10"]
-    cell = recorded(dgc, drop=("fpr_window",))  # recorded before the window: a pooled fit
-    check_cell_matches({"name": "c", "overrides": dgc}, cell)  # IID: still pooled, reused
-    cell = recorded(dgc + ["fed.partition=dirichlet"], drop=("fpr_window",))
-    with pytest.raises(FlMdiscError, match="strategy.fpr_window: None != 10"):
-        check_cell_matches({"name": "c", "overrides": dgc + ["fed.partition=dirichlet"]}, cell)
-    cell = recorded(dgc, drop=("max_flagged",))  # recorded before the flag cap: IID has none, reused
-    check_cell_matches({"name": "c", "overrides": dgc}, cell)
-    cell = recorded(dgc + ["fed.partition=dirichlet"], drop=("max_flagged",))
-    with pytest.raises(FlMdiscError, match="strategy.max_flagged: None != 1"):
-        check_cell_matches({"name": "c", "overrides": dgc + ["fed.partition=dirichlet"]}, cell)
+    cell = recorded(dgc)
+    with pytest.raises(FlMdiscError, match="strategy.gate: history != paper"):  # the gate defines the experiment
+        check_cell_matches({"name": "c", "overrides": ["strategy=dgc_paper", "fed.num_clients=10"]}, cell)
+    with pytest.raises(FlMdiscError, match="assume.f: None != 1"):  # and so does what the server was told
+        check_cell_matches({"name": "c", "overrides": dgc + ["assume.f=1"]}, cell)
 
 
 def test_table3_cells_carry_attack_overrides(monkeypatch, tmp_path):

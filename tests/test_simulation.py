@@ -114,7 +114,8 @@ def test_failing_client_does_not_stop_the_run(dirs):
 
 def test_round_where_every_client_fails_leaves_model_unchanged(dirs):
     data, cache, base = dirs
-    simulate(tiny_overrides(data, cache, base / "allfail", "protocol=harness", "attack=crash", "trigger=false"),
+    simulate(tiny_overrides(data, cache, base / "allfail", "protocol=harness", "strategy=gc", "attack=crash",
+                            "trigger=false"),
              num_clients=1)
     m = rows(base / "allfail" / "metrics.jsonl")
     assert len({r["accuracy"] for r in m}) == 1 and len({r["test_loss"] for r in m}) == 1
@@ -166,3 +167,21 @@ def test_cells_grouped_in_one_run_give_the_numbers_they_give_alone(dirs):
     simulate(tiny_overrides(data, cache, base / "g2-alone", "strategy=gc", "attack=none"))
     assert (base / "g2" / "metrics.jsonl").read_bytes() == (base / "g2-alone" / "metrics.jsonl").read_bytes()
     assert (base / "g2" / "rounds.jsonl").read_bytes() == (base / "g2-alone" / "rounds.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("ov", [["strategy=dgc", "strategy.window=2"]], ids=["dgc-history"])
+def test_history_state_survives_resume_bit_for_bit(dirs, ov):
+    """DGC's history gate remembers clients: a run stopped after round 2 and resumed gives the uninterrupted run's
+    files byte for byte (FLDetector's memory: the same checkpoint path, its state round trip in test_fldetector.py)."""
+    data, cache, base = dirs
+    name = ov[0].split("=")[1]
+    common = [*ov, "attack=lambda_update", "attack.lam=50", "num_rounds=4", "fed.num_clients=4"]
+    simulate(tiny_overrides(data, cache, base / f"{name}-full", *common), num_clients=4)
+    simulate(tiny_overrides(data, cache, base / f"{name}-part", *common, "stop_after=2"), num_clients=4)
+    simulate(tiny_overrides(data, cache, base / f"{name}-part", *common), num_clients=4)
+    for f in ("metrics.jsonl", "rounds.jsonl"):
+        assert (base / f"{name}-full" / f).read_bytes() == (base / f"{name}-part" / f).read_bytes()
+    rr = rows(base / f"{name}-full" / "rounds.jsonl")
+    assert all("flagged" in c for r in rr for c in r["clients"])
+    key = "score" if name == "dgc" else "fld-score"
+    assert any(c.get(key) is not None for r in rr[2:] for c in r["clients"])  # the memory is in use after the stop

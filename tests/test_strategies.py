@@ -3,8 +3,8 @@ import pytest
 from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import FedAvg, FedAvgM
 
-from strategies.clipping import capped_flags, dgc_bound, dgc_factor, gc_factor, l2_norm
-from strategies.dgc import DiscrepancyAwareClipping
+from strategies.clipping import dgc_bound, dgc_factor, flagged_factor, gc_factor, l2_norm
+from strategies.dgc import DiscrepancyAwareClipping, PaperGate
 from strategies.gc import GradientClipping
 from strategies.server_opt import ServerSGD
 from strategies.validate import ReplyValidator
@@ -65,7 +65,8 @@ class TestDGC:
             calls.append([c[0].copy() for c in cands])
             return list(mds)
 
-        s = DiscrepancyAwareClipping(fedavg(), C, mu=P, tau=0.0, probe_md=probe, step_scale=step_scale, mode=mode)
+        s = DiscrepancyAwareClipping(fedavg(), C, PaperGate(P, 0.0), probe_md=probe, step_scale=step_scale, mode=mode,
+                                     statistic="absolute")
         return s, calls
 
     def test_equals_gc_when_md_below_threshold(self):
@@ -103,12 +104,13 @@ class TestDGC:
         assert log[1]["factor"] == 1.0
 
     def test_threshold_grows_with_rounds(self):
-        s = DiscrepancyAwareClipping(fedavg(), 1.0, mu=0.5, tau=0.02, probe_md=lambda c: [0.0] * len(c))
-        assert s.threshold(1) == pytest.approx(0.5)
-        assert s.threshold(11) == pytest.approx(0.7)
+        gate = PaperGate(0.5, 0.02)
+        assert gate(1, [0], [0.0])[0][2]["P"] == pytest.approx(0.5)
+        assert gate(11, [0], [0.0])[0][2]["P"] == pytest.approx(0.7)
+        assert gate(1, [0, 1], [0.4, 1.0]) == [(False, 1.0, {"P": 0.5}), (True, 0.5, {"P": 0.5})]  # r = P / s
 
     def test_client_reported_md(self):
-        s = DiscrepancyAwareClipping(fedavg(), 10.0, mu=1.0, tau=0.0, md_source="client")
+        s = DiscrepancyAwareClipping(fedavg(), 10.0, PaperGate(1.0, 0.0), md_source="client", statistic="absolute")
         prime(s, [np.zeros(2)])
         s.aggregate_train(1, [reply([[1, 0]], 0, extra={"md-client": 4.0}), reply([[0, 1]], 1, extra={"md-client": 0.1})])
         log = {e["partition-id"]: e for e in s.client_log}
@@ -119,7 +121,7 @@ class TestDGC:
 
     def test_increase_statistic_subtracts_md_of_theta_t(self):
         # probe "MD" of a model = its first coordinate; theta_t = (0.5, 0, 0) -> MD(theta_t) = 0.5
-        s = DiscrepancyAwareClipping(fedavg(), 10.0, mu=0.2, tau=0.0, probe_md=lambda c: [float(p[0][0]) for p in c],
+        s = DiscrepancyAwareClipping(fedavg(), 10.0, PaperGate(0.2, 0.0), probe_md=lambda c: [float(p[0][0]) for p in c],
                                      statistic="increase", step_scale=1.0)
         prime(s, [np.array([0.5, 0.0, 0.0], dtype=np.float32)])
         s.aggregate_train(1, [reply([[0.6, 0, 0]], 0), reply([[1.5, 0, 0]], 1)])
@@ -129,48 +131,31 @@ class TestDGC:
         assert log[1]["stat"] == pytest.approx(1.0) and log[1]["flagged"]
         assert log[1]["bound"] == pytest.approx(10.0 * 0.2 / 1.0)  # C * P / s; the norm 1.0 stays below it
         with pytest.raises(ValueError, match="needs md_source='server'"):
-            DiscrepancyAwareClipping(fedavg(), 1.0, 0.1, 0.0, md_source="client", statistic="increase")
+            DiscrepancyAwareClipping(fedavg(), 1.0, PaperGate(0.1, 0.0), md_source="client", statistic="increase")
 
-    def test_cohort_statistic_flags_the_outlier(self):
-        mds = {0: 1.0, 1: 1.1, 2: 0.9, 3: 5.0}
-        s = DiscrepancyAwareClipping(fedavg(), 10.0, mu=3.0, tau=0.0, statistic="cohort",
-                                     probe_md=lambda c: [mds[int(round(float(p[0][1])))] for p in c], step_scale=1.0)
-        prime(s, [np.zeros(2, dtype=np.float32)])
-        s.aggregate_train(1, [reply([[0.0, float(i)]], i) for i in range(4)])
-        assert [e["flagged"] for e in s.client_log] == [False, False, False, True]
+    def test_history_gate_through_the_strategy(self):
+        # probe "MD" = first coordinate, theta_t = 0: s_k = 0.1, 0.12, 0.08, 0.11, 2.0 -> only the last is flagged,
+        # clipped to C * kappa / h
+        from fl_mdisc.history import HistoryGate
 
-
-    def test_cap_flags_only_the_rounds_largest_statistics(self):
-        # probe "MD" = first coordinate; increase statistic with MD(theta_t) = 0: s = 0.9, 0.5, 0.1, 0.7, P = 0.3
-        s = DiscrepancyAwareClipping(fedavg(), 10.0, mu=0.3, tau=0.0, probe_md=lambda c: [float(p[0][0]) for p in c],
-                                     statistic="increase", step_scale=1.0, max_flagged=1)
+        s = DiscrepancyAwareClipping(fedavg(), 10.0, HistoryGate(window=3, pool_rounds=2, kappa=3.5),
+                                     probe_md=lambda c: [float(p[0][0]) for p in c], step_scale=1.0)
         prime(s, [np.zeros(3, dtype=np.float32)])
-        s.aggregate_train(1, [reply([[v, 0, 0]], i) for i, v in enumerate((0.9, 0.5, 0.1, 0.7))])
+        s.aggregate_train(1, [reply([[v, 0, 0]], i) for i, v in enumerate((0.1, 0.12, 0.08, 0.11, 2.0))])
         log = {e["partition-id"]: e for e in s.client_log}
-        assert [log[i]["flagged"] for i in range(4)] == [True, False, False, False]
-        assert [log[i]["spared"] for i in range(4)] == [False, True, False, True]  # above P, outside the top 1
-        assert log[0]["bound"] == pytest.approx(10.0 * 0.3 / 0.9)  # the flagged one: C * P / s
-        assert log[1]["factor"] == 1.0 and log[1]["bound"] == 10.0  # spared: GC's factor and bound, as if unflagged
-        with pytest.raises(ValueError, match="max_flagged"):
-            DiscrepancyAwareClipping(fedavg(), 1.0, 0.1, 0.0, probe_md=lambda c: [0.0] * len(c), max_flagged=0)
+        assert [log[i]["flagged"] for i in range(5)] == [False] * 4 + [True]
+        assert all(log[i]["factor"] == 1.0 for i in range(4))  # GC's own factor: norms below C
+        h = log[4]["score"]
+        assert log[4]["bound"] == pytest.approx(10.0 * 3.5 / h)
+        assert log[4]["factor"] == pytest.approx(min(1.0, 10.0 * 3.5 / h / 2.0))
 
 
-class TestCappedFlags:
-    """flagged_k = s_k > P and s_k > s_(c+1) (strategies/clipping.py:capped_flags)."""
-
-    def test_no_cap_is_the_plain_threshold(self):
-        assert capped_flags([0.1, 0.5, 0.3], 0.2, None) == [False, True, True]
-
-    def test_cap_keeps_the_c_largest_above_the_threshold(self):
-        assert capped_flags([0.1, 0.5, 0.3, 0.9], 0.2, 2) == [False, True, False, True]
-        assert capped_flags([0.1, 0.5, 0.3, 0.9], 0.6, 2) == [False, False, False, True]  # P still applies
-
-    def test_ties_at_the_floor_are_not_flagged_so_never_more_than_c(self):
-        assert capped_flags([0.5, 0.5, 0.5], 0.2, 1) == [False, False, False]
-        assert sum(capped_flags([0.9, 0.5, 0.5], 0.2, 1)) == 1
-
-    def test_a_cap_at_or_above_the_round_size_changes_nothing(self):
-        assert capped_flags([0.3, 0.4], 0.2, 2) == [True, True]
+class TestFlaggedFactor:
+    def test_clip_and_scale(self):
+        assert flagged_factor(4.0, 2.0, 0.5, gc_fac=0.5, mode="clip") == pytest.approx(0.25)  # bound C r = 1
+        assert flagged_factor(0.3, 2.0, 0.25, gc_fac=1.0, mode="clip") == 1.0  # the bound 0.5 exceeds the norm
+        assert flagged_factor(0.3, 2.0, 0.25, gc_fac=1.0, mode="scale") == pytest.approx(0.25)
+        assert flagged_factor(4.0, 2.0, 0.5, gc_fac=0.5, mode="clip") == dgc_factor(4.0, 2.0, md=2.0, P=1.0, gc_fac=0.5)
 
 
 class TestValidatorMetricKeys:
