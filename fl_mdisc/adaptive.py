@@ -162,7 +162,7 @@ def history_levels(steps, vals, view) -> dict[str, float]:
     at its mean), i.e. the largest statistic a client with a clean history passes with."""
     from .history import HistoryGate
 
-    gate = HistoryGate(window=1, pool_rounds=int(view.strategy.pool_rounds), kappa=float(view.strategy.kappa))
+    gate = HistoryGate(alpha=1.0, pool_rounds=int(view.strategy.pool_rounds), kappa=float(view.strategy.kappa))
     steps, vals = np.asarray(steps), np.asarray(vals, dtype=np.float64)
     out = {}
     for t in sorted(set(int(x) for x in steps)):

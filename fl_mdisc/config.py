@@ -283,7 +283,7 @@ def validate(cfg: DictConfig) -> None:
         if gate not in ("history", "paper"):
             raise ConfigError(f"unknown strategy.gate '{gate}'; choose history or paper (strategy=dgc_paper)")
         if gate == "history":
-            _num(cfg, "strategy.window", 1, integer=True)
+            _num(cfg, "strategy.alpha", 0, 1, lo_open=True)
             _num(cfg, "strategy.pool_rounds", 1, integer=True)
             _num(cfg, "strategy.kappa", 0, lo_open=True)
             k = cfg.fed.get("clients_per_round")

@@ -13,21 +13,40 @@ causes on the server's probe set).
        \sigma_t = 1.4826\; \mathrm{med}\,\{ |c_{j,u}| : u \in (t - R, t] \}, \qquad
        z_{k,t} = c_{k,t} / \sigma_t
 
-   (R = ``pool_rounds`` rounds of every participant; the median of the round removes the drift every update shares,
-   the pooled median absolute deviation gives the scale of the honest spread).
+   (R = ``pool_rounds`` = 10 rounds of every participant: the round's median removes the drift every update shares,
+   the pooled median absolute deviation is the scale of the honest spread; both assume honest clients are the
+   majority of a round, not how many attackers there are).
 
-2. The client's score is the mean of its last W (``window``) values of z, this round's included:
-   :math:`h_{k,t} = \mathrm{mean}(z_{k,u})` over its last W participations. With K of N clients per round these are
-   the rounds it took part in, however far apart; at first sight :math:`h = z`.
+2. The client's score is an exponentially weighted mean of its own z over its participations:
 
-3. Gate: flagged when :math:`h_{k,t} > \kappa` with :math:`\kappa = 3.5` (the robust "modified z-score" cut of
-   Iglewicz and Hoaglin, 1993; a convention of the statistics literature, not a value fitted to any run), and the
-   flagged update's shrink ratio is :math:`\kappa / h_{k,t}` (DGC clips it to :math:`C \kappa / h_{k,t}`).
+   .. math::
 
-Why this form (measured on burn-in seeds kept apart from every reported seed; docs/history.md): ...
+       h_k \leftarrow \alpha\, z_{k,t} + (1 - \alpha)\, h_k, \qquad h_k = z_{k,t} \text{ at first sight},
 
-State: the recent centred values and each client's window, keyed by partition id; :meth:`state` / :meth:`load_state`
-round-trip them exactly (the server checkpoint).
+   with :math:`\alpha = 1/2`; with K of N clients per round a client's participations may lie many rounds apart.
+
+3. Gate: an update is flagged when its client's score :math:`h_k > \kappa = 3.5` (the robust "modified z-score" cut
+   of Iglewicz and Hoaglin, 1993: a convention of the statistics literature, not fitted to any run), and its shrink
+   ratio is :math:`\kappa / h_k` (DGC clips it to :math:`C \kappa / h_k`).
+
+Why this form. The alternatives (scale within the round or pooled; score of this round only, the mean of the last 5
+participations, or the weighted mean; the robust cut, FLDetector's gap statistic + 2-means, or both) were fixed in
+advance and replayed on logged statistics of two burn-in seeds that are never reported (100 and 101; every grid
+setting, clean and poisoned; ``benchmarks/history_gate_design.py``). The rule kept had the highest mean recall among
+those with a mean honest FPR <= 2 %: the pooled scale is steadier than a round's 5-10 values; the history halves the
+false positives of single rounds (one honest update far out is averaged with the client's past) while a weighted
+mean lets a client whose statistic grows, as an accumulative attacker's does over its first rounds, cross the cut
+sooner than a window mean would; the gap statistic, scale-free, finds two groups in honest noise (it picks k > 1 for
+~6 % of normal samples of 10) and missed most attackers. Measured limits (docs/dgc-history.md): the first
+participation of an attacker has no history to help, and under Dirichlet alpha = 0.1 a few honest clients hold a
+typical z of 2-3, close to the cut.
+
+State: the recent centred values and each client's score and participation count, keyed by partition id;
+:meth:`state` / :meth:`load_state` round-trip them exactly (the server checkpoint).
+
+>>> g = HistoryGate()
+>>> [flag for flag, _r, _e in g(1, [0, 1, 2, 3, 4], [0.10, 0.12, 0.08, 0.11, 2.0])]
+[False, False, False, False, True]
 """
 
 from __future__ import annotations
@@ -37,6 +56,7 @@ from collections import deque
 import numpy as np
 
 KAPPA = 3.5  # Iglewicz & Hoaglin (1993): |modified z| > 3.5 is a potential outlier
+ALPHA = 0.5
 
 
 class HistoryGate:
@@ -44,26 +64,28 @@ class HistoryGate:
 
     Parameters
     ----------
-    window : int
-        W, participations averaged per client.
+    alpha : float
+        Weight of the newest z in a client's score (1: this round only).
     pool_rounds : int
         R, rounds whose centred statistics set the scale.
     kappa : float
-        The cut on the client's mean robust z.
+        The cut on the client's score.
     """
 
     name = "history"
 
-    def __init__(self, window: int = 5, pool_rounds: int = 10, kappa: float = KAPPA) -> None:
-        if int(window) < 1 or int(pool_rounds) < 1 or not float(kappa) > 0:
-            raise ValueError(f"the history gate needs window >= 1, pool_rounds >= 1, kappa > 0 "
-                             f"(got {window}, {pool_rounds}, {kappa})")
-        self.window, self.pool_rounds, self.kappa = int(window), int(pool_rounds), float(kappa)
+    def __init__(self, alpha: float = ALPHA, pool_rounds: int = 10, kappa: float = KAPPA) -> None:
+        if not 0 < float(alpha) <= 1 or int(pool_rounds) < 1 or not float(kappa) > 0:
+            raise ValueError(f"the history gate needs 0 < alpha <= 1, pool_rounds >= 1, kappa > 0 "
+                             f"(got {alpha}, {pool_rounds}, {kappa})")
+        self.alpha, self.pool_rounds, self.kappa = float(alpha), int(pool_rounds), float(kappa)
         self.recent: deque = deque(maxlen=self.pool_rounds)
-        self.clients: dict[int, deque] = {}
+        self.scores: dict[int, float] = {}
+        self.seen: dict[int, int] = {}
 
     def describe(self) -> str:
-        return f"mean robust z over a client's last {self.window} participations > {self.kappa}"
+        return (f"score = {self.alpha} z + {1 - self.alpha} score, z robust over {self.pool_rounds} rounds; "
+                f"flagged when score > {self.kappa}")
 
     def zscores(self, stats: list[float]) -> tuple[np.ndarray, float, float]:
         """(z of this round's statistics, the round's median, sigma); records the centred values."""
@@ -76,26 +98,24 @@ class HistoryGate:
         z = c / sigma if sigma > 0 else np.zeros_like(c)
         return z, med, sigma
 
-    def score(self, pid: int) -> float | None:
-        w = self.clients.get(int(pid))
-        return float(np.mean(w)) if w else None
-
     def __call__(self, server_round: int, pids: list[int], stats: list[float]) -> list[tuple[bool, float, dict]]:
         z, med, sigma = self.zscores(stats)
         out = []
         for pid, zk in zip(pids, z):
-            self.clients.setdefault(int(pid), deque(maxlen=self.window)).append(float(zk))
-            h = self.score(pid)
+            pid, zk = int(pid), float(zk)
+            h = zk if pid not in self.scores else self.alpha * zk + (1.0 - self.alpha) * self.scores[pid]
+            self.scores[pid] = h
+            self.seen[pid] = self.seen.get(pid, 0) + 1
             flag = h > self.kappa
             out.append((flag, self.kappa / h if flag else 1.0,
-                        {"z": float(zk), "score": h, "seen": len(self.clients[int(pid)]), "round_median": med,
-                         "sigma": sigma}))
+                        {"z": zk, "score": h, "seen": self.seen[pid], "round_median": med, "sigma": sigma}))
         return out
 
     def state(self) -> dict:
         return {"recent": [c.tolist() for c in self.recent],
-                "clients": {str(p): list(w) for p, w in self.clients.items()}}
+                "scores": {str(p): h for p, h in self.scores.items()}, "seen": {str(p): n for p, n in self.seen.items()}}
 
     def load_state(self, state: dict) -> None:
         self.recent = deque((np.asarray(c, dtype=np.float64) for c in state["recent"]), maxlen=self.pool_rounds)
-        self.clients = {int(p): deque(w, maxlen=self.window) for p, w in state["clients"].items()}
+        self.scores = {int(p): float(h) for p, h in state["scores"].items()}
+        self.seen = {int(p): int(n) for p, n in state["seen"].items()}

@@ -103,7 +103,7 @@ def build_strategy(cfg, probe_md=None, set_hist=None, malicious=()):
         else:
             from fl_mdisc.history import HistoryGate
 
-            gate = HistoryGate(window=int(s.window), pool_rounds=int(s.pool_rounds), kappa=float(s.kappa))
+            gate = HistoryGate(alpha=float(s.alpha), pool_rounds=int(s.pool_rounds), kappa=float(s.kappa))
         clip = inner = DiscrepancyAwareClipping(
             inner, float(s.clip_norm), gate, probe_md=probe_md, set_hist=set_hist,
             md_source=str(s.md_source), hist_lag=int(s.hist_lag) if s.hist == "lag" else None,

@@ -169,7 +169,7 @@ def test_cells_grouped_in_one_run_give_the_numbers_they_give_alone(dirs):
     assert (base / "g2" / "rounds.jsonl").read_bytes() == (base / "g2-alone" / "rounds.jsonl").read_bytes()
 
 
-@pytest.mark.parametrize("ov", [["strategy=dgc", "strategy.window=2"]], ids=["dgc-history"])
+@pytest.mark.parametrize("ov", [["strategy=dgc"]], ids=["dgc-history"])
 def test_history_state_survives_resume_bit_for_bit(dirs, ov):
     """DGC's history gate remembers clients: a run stopped after round 2 and resumed gives the uninterrupted run's
     files byte for byte (FLDetector's memory: the same checkpoint path, its state round trip in test_fldetector.py)."""

@@ -138,7 +138,7 @@ class TestDGC:
         # clipped to C * kappa / h
         from fl_mdisc.history import HistoryGate
 
-        s = DiscrepancyAwareClipping(fedavg(), 10.0, HistoryGate(window=3, pool_rounds=2, kappa=3.5),
+        s = DiscrepancyAwareClipping(fedavg(), 10.0, HistoryGate(pool_rounds=2, kappa=3.5),
                                      probe_md=lambda c: [float(p[0][0]) for p in c], step_scale=1.0)
         prime(s, [np.zeros(3, dtype=np.float32)])
         s.aggregate_train(1, [reply([[v, 0, 0]], i) for i, v in enumerate((0.1, 0.12, 0.08, 0.11, 2.0))])
