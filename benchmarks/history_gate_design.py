@@ -3,8 +3,8 @@ seeds (burn-in seeds 100 and 101, never reported as results), without running a 
 
     .venv/bin/python benchmarks/history_gate_design.py docs/results/design-obs [--markdown OUT.md]
 
-The cells come from ``fl-mdisc grid preset=cpu seeds=[100,101] strategies=[dgc] strategy.gate=paper strategy.mu=1e9
-strategy.tau=0`` (the DGC statistic of every update is logged, nothing is flagged: the GC trajectory). Each
+The cells (docs/results/design-obs/README.md) log the DGC statistic of every update with nothing flagged (the GC
+trajectory): ``fl-mdisc grid preset=cpu seeds=[100,101] strategies=[dgc_paper] strategy.mu=1e9 strategy.tau=0``. Each
 candidate is a (scale, score, gate) triple, registered before any design statistic was looked at:
 
 * scale: ``pooled`` (the round's median removed, 1.4826 x the median absolute centred value over the last 10 rounds)

@@ -100,6 +100,7 @@ class HistoryGate:
 
     def __call__(self, server_round: int, pids: list[int], stats: list[float]) -> list[tuple[bool, float, dict]]:
         z, med, sigma = self.zscores(stats)
+        cut = med + self.kappa * sigma  # P_t: the largest statistic a client with a neutral history passes with
         out = []
         for pid, zk in zip(pids, z):
             pid, zk = int(pid), float(zk)
@@ -107,8 +108,9 @@ class HistoryGate:
             self.scores[pid] = h
             self.seen[pid] = self.seen.get(pid, 0) + 1
             flag = h > self.kappa
-            out.append((flag, self.kappa / h if flag else 1.0,
-                        {"z": zk, "score": h, "seen": self.seen[pid], "round_median": med, "sigma": sigma}))
+            ratio = self.kappa / h if flag else 1.0
+            out.append((flag, ratio, {"z": zk, "score": h, "seen": self.seen[pid], "P": cut, "round_median": med,
+                                      "sigma": sigma}))
         return out
 
     def state(self) -> dict:
