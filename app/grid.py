@@ -6,7 +6,8 @@ of attackers of the setting, ``assume.f``, which every other row does not know),
 ``[clean, poisoned]``: names of the preset's ``tables.grid.scenarios`` — ``clean`` no attack, ``poisoned`` the
 accumulative lambda-update, ``alie``, ``aware1``/``aware2`` the DGC-aware attacker at budgets 1 and 2 — or any attack
 name), ``seeds=[...]``. ``tables.grid.extra`` adds scenarios for some strategies only (the history DGC against ALIE
-and the DGC-aware attacker); ``extra=none`` drops them.
+and the DGC-aware attacker); ``extra=none`` drops them. ``missing=skip`` reports the complete cells only and lists the
+others (a grid still running, or one run in parts); the default ``missing=run`` runs them.
 
 A *setting* is a named list of overrides (the preset's ``tables.grid.settings``). Every cell is one ``flwr run``
 simulation (the ``run_cells`` machinery of the table commands: complete cells are skipped, so a grid interrupted or
@@ -162,7 +163,8 @@ def targets(rows: list[dict], per_seed: list[dict], strategy: str, fpr: float = 
             precision: float = 0.9, margin: float = 0.3) -> list[dict]:
     """The history DGC's targets (issue 26), checked per (setting, seed) and per setting, each with by how much:
     clean honest FPR <= ``fpr``; recall and precision >= ``recall`` / ``precision`` under poisoning; poisoned accuracy
-    >= every other row's minus ``margin`` (means over seeds); clean accuracy within ``margin`` of GC."""
+    >= every other row's minus ``margin`` and clean accuracy within ``margin`` of GC, as the mean over the seeds on
+    which both rows ran of the per-seed difference (the difference of the means when every cell ran)."""
     out = []
     for r in per_seed:
         f, rc, pr = r.get(f"fpr_{strategy}"), r.get(f"recall_{strategy}"), r.get(f"precision_{strategy}")
@@ -172,18 +174,25 @@ def targets(rows: list[dict], per_seed: list[dict], strategy: str, fpr: float = 
                     "recall": rc, "recall_ok": None if rc is None else rc >= recall,
                     "precision": pr, "precision_ok": None if pr is None else pr >= precision})
     for setting in dict.fromkeys(r["setting"] for r in rows):
-        mine = next((r for r in rows if r["setting"] == setting and r["strategy"] == strategy), None)
-        if mine is None or mine.get("poisoned_mean") is None:
+        seeds = [r for r in per_seed if r["setting"] == setting]
+        others = sorted({k[len("poisoned_"):] for r in seeds for k in r if k.startswith("poisoned_")
+                         and not k.startswith("poisoned_fpr_") and k != f"poisoned_{strategy}"})
+        gaps = {}  # mean over the seeds both rows ran: a partial grid compares like with like
+        for o in others:
+            pairs = [(r[f"poisoned_{strategy}"], r[f"poisoned_{o}"]) for r in seeds
+                     if r.get(f"poisoned_{strategy}") is not None and r.get(f"poisoned_{o}") is not None]
+            if pairs:
+                gaps[o] = (round(float(np.mean([a - b for a, b in pairs])), 2), len(pairs))
+        clean = [(r[f"clean_{strategy}"], r["clean_gc"]) for r in seeds
+                 if r.get(f"clean_{strategy}") is not None and r.get("clean_gc") is not None]
+        if not gaps and not clean:
             continue
-        others = [(r["strategy"], r["poisoned_mean"]) for r in rows
-                  if r["setting"] == setting and r["strategy"] != strategy and r.get("poisoned_mean") is not None]
-        best = max(others, key=lambda x: x[1], default=(None, None))
-        gc = next((r.get("clean_mean") for r in rows if r["setting"] == setting and r["strategy"] == "gc"), None)
-        gap = None if best[1] is None else round(mine["poisoned_mean"] - best[1], 2)
-        cgap = None if gc is None or mine.get("clean_mean") is None else round(mine["clean_mean"] - gc, 2)
-        out.append({"setting": setting, "seed": "mean", "best_other": best[0], "poisoned_gap": gap,
+        best = min(gaps, key=lambda o: gaps[o][0], default=None)
+        gap, n = gaps[best] if best else (None, 0)
+        cgap = round(float(np.mean([a - b for a, b in clean])), 2) if clean else None
+        out.append({"setting": setting, "seed": "mean", "best_other": best, "poisoned_gap": gap, "poisoned_seeds": n,
                     "poisoned_ok": None if gap is None else gap >= -margin, "clean_gap_vs_gc": cgap,
-                    "clean_ok": None if cgap is None else abs(cgap) <= margin})
+                    "clean_seeds": len(clean), "clean_ok": None if cgap is None else abs(cgap) <= margin})
     return out
 
 
@@ -247,15 +256,19 @@ def grid_markdown(doc: dict) -> str:
                 lines.append(f"| {x['setting']} | {x['seed']} | {_f(x['clean_fpr'], 3)} | {_ok(x['fpr_ok'])} | "
                              f"{_f(x['recall'], 3)} | {_ok(x['recall_ok'])} | {_f(x['precision'], 3)} | "
                              f"{_ok(x['precision_ok'])} |")
-        lines += ["", "| setting | best other row (poisoned) | poisoned gap | ok | clean gap to GC | ok |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "Accuracy gaps: mean over the seeds both rows ran of the per-seed difference.", "",
+                  "| setting | closest other row (poisoned) | poisoned gap | seeds | ok | clean gap to GC | seeds | ok |",
+                  "|---|---|---|---|---|---|---|---|"]
         for x in doc["targets"]:
             if x["seed"] == "mean":
                 lines.append(f"| {x['setting']} | {label(x['best_other']) if x['best_other'] else '–'} | "
-                             f"{_f(x['poisoned_gap'])} | {_ok(x['poisoned_ok'])} | {_f(x['clean_gap_vs_gc'])} | "
-                             f"{_ok(x['clean_ok'])} |")
+                             f"{_f(x['poisoned_gap'])} | {x.get('poisoned_seeds', '–')} | {_ok(x['poisoned_ok'])} | "
+                             f"{_f(x['clean_gap_vs_gc'])} | {x.get('clean_seeds', '–')} | {_ok(x['clean_ok'])} |")
     if len(doc["seeds"]) > 1 and doc.get("per_seed"):
         lines += per_seed_markdown(doc["per_seed"], list(doc.get("strategies") or []))
+    if doc.get("not_run"):
+        lines += ["", f"Not run ({len(doc['not_run'])} cells of this grid, `missing=skip`): "
+                  + ", ".join(f"`{n}`" for n in doc["not_run"]) + "."]
     lines += ["", f"Accuracy at evaluated rounds {doc['steps']} (mean over seeds) is in grid.json / grid.csv.",
               f"Command: `{doc['command']}`"]
     return "\n".join(lines) + "\n"
@@ -340,6 +353,11 @@ def grid(overrides: list[str], quiet: bool = True) -> dict:
 
     command = "fl-mdisc grid " + " ".join(overrides)
     seeds, overrides = pop_list(overrides, "seeds", [0])
+    missing = _get(overrides, "missing") or "run"
+    if missing not in ("run", "skip"):
+        raise ConfigError(f"missing={missing!r}: use missing=run (run the cells not yet complete) or missing=skip "
+                          f"(report the complete cells only)")
+    overrides = [o for o in overrides if not o.startswith("missing=")]
     base = compose([o for o in overrides if not o.startswith(("out_dir=", "settings=", "strategies=", "attacks=",
                                                               "extra="))])
     all_settings = grid_settings(base)
@@ -378,7 +396,14 @@ def grid(overrides: list[str], quiet: bool = True) -> dict:
                               + scenario_overrides(base, scen) + [f"seed={seed}"]})
     for c in cells:  # every cell's config is valid before the first one starts
         compose(c["overrides"])
-    run_cells(cells, quiet)
+    not_run = []
+    if missing == "run":
+        run_cells(cells, quiet)
+    else:
+        not_run = [c["name"] for c in cells if not (Path(c["out_dir"]) / "summary.json").is_file()]
+        cells = [c for c in cells if c["name"] not in not_run]
+        if not cells:
+            raise ConfigError(f"missing=skip: no complete cell under {out / 'cells'}; run the grid first")
     runs = [load_run(c) for c in cells]
     steps = report_steps(R, eval_every)
     target = "dgc" if "dgc" in strategies else None
@@ -394,7 +419,7 @@ def grid(overrides: list[str], quiet: bool = True) -> dict:
                                   "seed": r["seed"], "accuracy": [next((m["accuracy"] for m in r["metrics"]
                                                                         if m["round"] == s and m.get("phase") != "trigger"), None)
                                                                   for s in steps]} for r in runs],
-           "command": command}
+           "not_run": not_run, "command": command}
     (out / "grid.json").write_text(json.dumps(doc, indent=1))
     (out / "grid.md").write_text(grid_markdown(doc))
     with open(out / "grid.csv", "w", newline="") as f:

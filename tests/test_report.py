@@ -180,12 +180,19 @@ class TestGridSummary:
         mean = next(x for x in t if x["seed"] == "mean")
         assert mean["best_other"] == "multikrum@f" and mean["poisoned_gap"] == -1.0 and mean["poisoned_ok"] is False
         assert mean["clean_gap_vs_gc"] == 0.0 and mean["clean_ok"] is True
+        # a partial grid (Multi-Krum's seed 1 not run): compared on the seeds both rows ran, not mean against mean
+        part = [dict(r, summary={**r["summary"], "mean_accuracy": 80.0})
+                if (r["strategy"], r["scenario"], r["seed"]) == ("dgc", "poisoned", 1) else r for r in runs
+                if (r["strategy"], r["scenario"], r["seed"]) != ("multikrum@f", "poisoned", 1)]
+        pm = next(x for x in targets(summarise(part), per_seed_rows(part), "dgc") if x["seed"] == "mean")
+        assert (pm["best_other"], pm["poisoned_gap"], pm["poisoned_seeds"]) == ("multikrum@f", -1.0, 1)
         doc = {"preset": "cpu", "rounds": 5, "seeds": [0, 1], "eval_every": 5, "settings": {"a": []}, "rows": rows,
                "steps": [5], "command": "x", "strategies": ["gc", "dgc", "multikrum@f"], "per_seed": per_seed,
                "targets": t, "target_strategy": "dgc", "target_rule": {"fpr": 0.02, "recall": 0.9, "precision": 0.9,
                                                                       "margin": 0.3}}
         md = grid_markdown(doc)
         assert "| a | 1 | 0.100 | **no** |" in md and "Multi-Krum (told f)" in md and "| f = 1 |" in md
+        assert "Not run" not in md and "Not run (1 cells" in grid_markdown({**doc, "not_run": ["a-poisoned-gc-s2"]})
 
     def test_attack_and_byzfl_axes(self, tmp_path):
         from app.grid import grid_markdown, plot_grid, scenario_of, strategy_overrides, summarise
@@ -211,6 +218,25 @@ class TestGridSummary:
         assert "| a | DGC (history) | alie | 60.00 | 0.000 | 1.000 | 1.000 | 1/1 |" in md and "ByzFL CC" in md
         plot_grid(doc, tmp_path / "g.png")
         assert (tmp_path / "g.png").stat().st_size > 0
+
+
+def test_grid_missing_skip_reports_the_complete_cells_and_lists_the_others(tmp_path):
+    from app.grid import grid
+
+    base = ["preset=cpu", "settings=[iid-n5]", "strategies=[gc]", "attacks=[clean,poisoned]", "extra=none",
+            "seeds=[0]", f"out_dir={tmp_path}"]
+    with pytest.raises(ConfigError, match="missing=run"):
+        grid(base + ["missing=maybe"])
+    with pytest.raises(ConfigError, match="no complete cell"):
+        grid(base + ["missing=skip"])
+    cell = tmp_path / "cells" / "iid-n5-clean-gc-s0"
+    cell.mkdir(parents=True)
+    (cell / "summary.json").write_text(json.dumps({"mean_accuracy": 71.5, "assumed_f": None}))
+    (cell / "metrics.jsonl").write_text(json.dumps({"round": 10, "accuracy": 71.5, "phase": "accumulate"}) + "\n")
+    (cell / "rounds.jsonl").write_text("")
+    doc = grid(base + ["missing=skip"])
+    assert doc["not_run"] == ["iid-n5-poisoned-gc-s0"] and doc["rows"][0]["clean_mean"] == 71.5
+    assert "`iid-n5-poisoned-gc-s0`" in (tmp_path / "grid.md").read_text()
 
 
 def test_multirun_expands_hydra_sweep_syntax():

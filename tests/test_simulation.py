@@ -79,13 +79,19 @@ def test_omniscient_attacker_reaches_the_defences(dirs):
 
 
 def test_resume_equals_uninterrupted(dirs):
+    """A run stopped after round 2 and resumed gives the uninterrupted run's files byte for byte: the clients' DSC
+    state and DGC's history gate (it remembers every client's score) included. FLDetector's memory uses the same
+    checkpoint path; its state round trip is in test_fldetector.py."""
     data, cache, base = dirs
-    ov = ["strategy=gc", "attack=accumulative", "defense=dsc"]
-    simulate(tiny_overrides(data, cache, base / "full", *ov))
-    simulate(tiny_overrides(data, cache, base / "part", *ov, "stop_after=2"))
+    ov = ["strategy=dgc", "attack=lambda_update", "attack.lam=50", "defense=dsc", "num_rounds=4", "fed.num_clients=4"]
+    simulate(tiny_overrides(data, cache, base / "full", *ov), num_clients=4)
+    simulate(tiny_overrides(data, cache, base / "part", *ov, "stop_after=2"), num_clients=4)
     assert [r["round"] for r in rows(base / "part" / "metrics.jsonl")] == [0, 1, 2]
-    simulate(tiny_overrides(data, cache, base / "part", *ov))  # rerun = resume from round 2
-    assert (base / "full" / "metrics.jsonl").read_bytes() == (base / "part" / "metrics.jsonl").read_bytes()
+    simulate(tiny_overrides(data, cache, base / "part", *ov), num_clients=4)  # rerun = resume from round 2
+    for f in ("metrics.jsonl", "rounds.jsonl"):
+        assert (base / "full" / f).read_bytes() == (base / "part" / f).read_bytes()
+    rr = rows(base / "full" / "rounds.jsonl")
+    assert any(c.get("score") is not None for r in rr[2:] for c in r["clients"])  # the gate's memory is in use
     s = json.loads((base / "full" / "summary.json").read_text())
     assert s["dsc_corrected_samples"] >= 0 and "accuracy_after_trigger" in s
 
@@ -169,19 +175,3 @@ def test_cells_grouped_in_one_run_give_the_numbers_they_give_alone(dirs):
     assert (base / "g2" / "rounds.jsonl").read_bytes() == (base / "g2-alone" / "rounds.jsonl").read_bytes()
 
 
-@pytest.mark.parametrize("ov", [["strategy=dgc"]], ids=["dgc-history"])
-def test_history_state_survives_resume_bit_for_bit(dirs, ov):
-    """DGC's history gate remembers clients: a run stopped after round 2 and resumed gives the uninterrupted run's
-    files byte for byte (FLDetector's memory: the same checkpoint path, its state round trip in test_fldetector.py)."""
-    data, cache, base = dirs
-    name = ov[0].split("=")[1]
-    common = [*ov, "attack=lambda_update", "attack.lam=50", "num_rounds=4", "fed.num_clients=4"]
-    simulate(tiny_overrides(data, cache, base / f"{name}-full", *common), num_clients=4)
-    simulate(tiny_overrides(data, cache, base / f"{name}-part", *common, "stop_after=2"), num_clients=4)
-    simulate(tiny_overrides(data, cache, base / f"{name}-part", *common), num_clients=4)
-    for f in ("metrics.jsonl", "rounds.jsonl"):
-        assert (base / f"{name}-full" / f).read_bytes() == (base / f"{name}-part" / f).read_bytes()
-    rr = rows(base / f"{name}-full" / "rounds.jsonl")
-    assert all("flagged" in c for r in rr for c in r["clients"])
-    key = "score" if name == "dgc" else "fld-score"
-    assert any(c.get(key) is not None for r in rr[2:] for c in r["clients"])  # the memory is in use after the stop
