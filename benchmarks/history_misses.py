@@ -8,7 +8,9 @@ For every ``*-dgc-s*`` cell under ``GRID_DIR/cells`` (the history gate's ``round
 * missed attacker updates (poisoning rounds only), split by the attacker's participation count at the time (first
   sight: no history yet; 2-3; later), with the median z and score of the missed ones;
 * flagged honest updates, split by client: how many clients, and the share of the flags the most-flagged client holds
-  (one persistently drifting honest client, or flags spread thin).
+  (one persistently drifting honest client, or flags spread thin);
+* how much of a flagged attacker update still reaches the model: the median of C_k / C (its bound over the round's
+  unflagged bound C), and the median of (bound-clipped norm) / (the round's median honest norm after clipping).
 """
 from __future__ import annotations
 
@@ -25,10 +27,19 @@ def cell_stats(cell: Path) -> dict:
     caught = Counter()
     honest_flags = Counter()
     honest = 0
+    shrink, rel = [], []
     for line in (cell / "rounds.jsonl").read_text().splitlines():
         r = json.loads(line)
         if r.get("phase") != "accumulate":
             continue
+        cs = [c for c in r["clients"] if "flagged" in c]
+        free = [c["bound"] for c in cs if not c["flagged"] and c.get("bound")]
+        hon = [min(c["norm"], c["bound"]) for c in cs if not c.get("malicious") and c.get("bound") and "norm" in c]
+        for c in cs:
+            if c.get("malicious") and c["flagged"] and not c.get("attack-paused") and free and c.get("bound"):
+                shrink.append(c["bound"] / max(free))
+                if hon and "norm" in c:
+                    rel.append(min(c["norm"], c["bound"]) / float(np.median(hon)))
         for c in r["clients"]:
             if "flagged" not in c:
                 continue
@@ -47,7 +58,9 @@ def cell_stats(cell: Path) -> dict:
                     honest_flags[c["partition-id"]] += 1
     out = {"cell": cell.name, "honest": honest, "honest_flagged": sum(honest_flags.values()),
            "honest_clients_flagged": len(honest_flags),
-           "top_client_share": (max(honest_flags.values()) / sum(honest_flags.values())) if honest_flags else None}
+           "top_client_share": (max(honest_flags.values()) / sum(honest_flags.values())) if honest_flags else None,
+           "flagged_attacker_shrink": float(np.median(shrink)) if shrink else None,
+           "flagged_attacker_vs_honest": float(np.median(rel)) if rel else None}
     for b, xs in missed.items():
         out[f"missed_{b}"] = len(xs)
         out[f"caught_{b}"] = caught[b]
@@ -69,14 +82,16 @@ def main() -> None:
     lines = [f"Misses of the history DGC in {a.grid} (accumulation rounds; attacker updates in poisoning rounds by "
              "the attacker's participation count; honest flags by client)", "",
              "| cell | missed / caught at first sight (median z missed) | at 2nd-3rd | later | honest flagged / "
-             "honest | honest clients flagged | share of the most-flagged client |",
-             "|---|---|---|---|---|---|---|"]
+             "honest | honest clients flagged | share of the most-flagged client | flagged attacker: C_k / C | "
+             "flagged attacker's clipped norm / honest median |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['cell']} | {r['missed_first']} / {r['caught_first']} ({f(r['missed_first_median_z'])}) | "
                      f"{r['missed_2-3']} / {r['caught_2-3']} ({f(r['missed_2-3_median_z'])}) | "
                      f"{r['missed_later']} / {r['caught_later']} ({f(r['missed_later_median_z'])}) | "
                      f"{r['honest_flagged']} / {r['honest']} | {r['honest_clients_flagged']} | "
-                     f"{f(r['top_client_share'])} |")
+                     f"{f(r['top_client_share'])} | {f(r['flagged_attacker_shrink'])} | "
+                     f"{f(r['flagged_attacker_vs_honest'])} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if a.markdown:
