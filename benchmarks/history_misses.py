@@ -10,7 +10,9 @@ For every ``*-dgc-s*`` cell under ``GRID_DIR/cells`` (the history gate's ``round
 * flagged honest updates, split by client: how many clients, and the share of the flags the most-flagged client holds
   (one persistently drifting honest client, or flags spread thin);
 * how much of a flagged attacker update still reaches the model: the median of C_k / C (its bound over the round's
-  unflagged bound C), and the median of (bound-clipped norm) / (the round's median honest norm after clipping).
+  unflagged bound C), and the median of (bound-clipped norm) / (the round's median honest norm after clipping);
+* the strength of the missed attacker updates: the median of ``attack-norm / attack-ref-norm`` (2 = the preset's full
+  push; less = the stealthy attacker holding back after its validation accuracy fell).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ def cell_stats(cell: Path) -> dict:
     caught = Counter()
     honest_flags = Counter()
     honest = 0
-    shrink, rel = [], []
+    shrink, rel, strength = [], [], []
     for line in (cell / "rounds.jsonl").read_text().splitlines():
         r = json.loads(line)
         if r.get("phase") != "accumulate":
@@ -52,6 +54,8 @@ def cell_stats(cell: Path) -> dict:
                     caught[bucket] += 1
                 else:
                     missed[bucket].append((c.get("z"), c.get("score")))
+                    if c.get("attack-ref-norm"):
+                        strength.append(c.get("attack-norm", 0.0) / c["attack-ref-norm"])
             else:
                 honest += 1
                 if c["flagged"]:
@@ -60,7 +64,8 @@ def cell_stats(cell: Path) -> dict:
            "honest_clients_flagged": len(honest_flags),
            "top_client_share": (max(honest_flags.values()) / sum(honest_flags.values())) if honest_flags else None,
            "flagged_attacker_shrink": float(np.median(shrink)) if shrink else None,
-           "flagged_attacker_vs_honest": float(np.median(rel)) if rel else None}
+           "flagged_attacker_vs_honest": float(np.median(rel)) if rel else None,
+           "missed_strength": float(np.median(strength)) if strength else None}
     for b, xs in missed.items():
         out[f"missed_{b}"] = len(xs)
         out[f"caught_{b}"] = caught[b]
@@ -83,15 +88,15 @@ def main() -> None:
              "the attacker's participation count; honest flags by client)", "",
              "| cell | missed / caught at first sight (median z missed) | at 2nd-3rd | later | honest flagged / "
              "honest | honest clients flagged | share of the most-flagged client | flagged attacker: C_k / C | "
-             "flagged attacker's clipped norm / honest median |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "flagged attacker's clipped norm / honest median | missed: attack norm / its honest norm |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['cell']} | {r['missed_first']} / {r['caught_first']} ({f(r['missed_first_median_z'])}) | "
                      f"{r['missed_2-3']} / {r['caught_2-3']} ({f(r['missed_2-3_median_z'])}) | "
                      f"{r['missed_later']} / {r['caught_later']} ({f(r['missed_later_median_z'])}) | "
                      f"{r['honest_flagged']} / {r['honest']} | {r['honest_clients_flagged']} | "
                      f"{f(r['top_client_share'])} | {f(r['flagged_attacker_shrink'])} | "
-                     f"{f(r['flagged_attacker_vs_honest'])} |")
+                     f"{f(r['flagged_attacker_vs_honest'])} | {f(r['missed_strength'])} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if a.markdown:
