@@ -220,8 +220,12 @@ def grid_markdown(doc: dict) -> str:
               "precision | recall | first sight |", "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def ms(r, scen):
-        m, s = r.get(f"{scen}_mean"), r.get(f"{scen}_std")
-        return "–" if m is None else (f"{m:.2f} ± {s:.2f}" if len(r.get(f"{scen}_seeds", [])) > 1 else f"{m:.2f}")
+        m, s, seeds = r.get(f"{scen}_mean"), r.get(f"{scen}_std"), r.get(f"{scen}_seeds", [])
+        if m is None:
+            return "–"
+        text = f"{m:.2f} ± {s:.2f}" if len(seeds) > 1 else f"{m:.2f}"
+        # a partial grid: say which seeds each mean is over (rows may differ)
+        return text + f" (s{','.join(str(x) for x in seeds)})" if doc.get("not_run") else text
 
     def sight(r, scen):
         n = r.get(f"{scen}_attackers")
