@@ -9,7 +9,7 @@ The rule. The server holds clean data of its own (``split.calib``, held out of t
 and knows the protocol (batch size B, client lr, local steps, server lr and momentum, number of clients). From
 theta_start it simulates a clean federation of n_h honest clients for R_c = :func:`calib_rounds` rounds, n_h = N
 when the server assumes nothing about the attackers, N - f with ``assume.f = f`` (:mod:`fl_mdisc.assumption`; the
-simulated truth ``fed.num_malicious`` is never read): each simulated client k takes a fresh batch of B from its own
+simulated true attacker count is never read): each simulated client k takes a fresh batch of B from its own
 permutation of the calibration set (crop + flip as the clients do), computes its update Delta_k with the clients'
 local SGD, and the server applies FedAvg of the GC-clipped updates with its SGD + momentum (the trajectory GC and
 DGC follow on clean data).
