@@ -35,6 +35,7 @@ from fl_mdisc.sampling import clients_per_round
 from fl_mdisc.models import get_params
 from fl_mdisc.train import evaluate, pick_device
 
+from . import checkpoint
 from .factory import build_strategy
 from .sampling import learn_partition_ids
 
@@ -113,6 +114,8 @@ def run_many(grid: Grid, run_config: dict) -> list[dict]:
 
 
 def run(grid: Grid, run_config: dict) -> dict:
+    """One run: prepare the federation's inputs (:func:`prepare`), build the defences (:func:`build_server`), resume
+    from ``checkpoint.pt`` when asked (:mod:`strategies.checkpoint`), then the round loop (:class:`RoundLoop`)."""
     t_start = time.time()
     cfg = load_run_config(dict(run_config))
     resolve_paths(cfg)
@@ -122,9 +125,31 @@ def run(grid: Grid, run_config: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(int(cfg.server_threads))
     dev = pick_device(cfg)
-    n = int(cfg.fed.num_clients)
-
     _say(f"output folder: {out}")
+    plan, entry, dsc = prepare(cfg, out)
+    model, strategy, clip, validator = build_server(cfg, entry, plan, dev)
+    fresh = ArrayRecord(get_params(model))
+    state = checkpoint.restore(out / "checkpoint.pt", strategy, clip, cfg, fresh) if cfg.resume else \
+        checkpoint.Resumed(fresh)
+    if state.last_round is not None:
+        _say(f"resuming from round {state.last_round} ({out / 'checkpoint.pt'})")
+    loop = RoundLoop(cfg, out, grid, plan, entry, dev, model, strategy, clip, validator, state, dsc)
+    loop.t_start = t_start
+    result = loop.run()
+    if result is not None:
+        return result
+    summary = summarize(loop.metrics.rows(), loop.rounds.rows(), cfg)
+    summary["wall_s"] = round(time.time() - t_start, 1)
+    summary["startup_s"] = round(loop.t_rounds - t_start, 2)  # this cell's start to its first round (incl. round 0)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    _say("summary: " + json.dumps({k: v for k, v in summary.items() if k != "detection"}))
+    _say(f"results in {out}")
+    return summary
+
+
+def prepare(cfg, out: Path):
+    """Data plan, burn-in (or cache hit), DSC's threshold and the server's calibration; writes ``config.yaml`` and
+    ``calibration.json``. Returns (plan, burn-in entry, (DSC mu, DSC tau))."""
     plan = make_plan(cfg)  # loads data: missing files fail here, before any training
     entry = ensure_burnin(cfg, log=_say)
     calib = {"burnin": {k: entry["meta"][k] for k in ("hist_accuracy", "start_accuracy", "seconds")},
@@ -142,22 +167,27 @@ def run(grid: Grid, run_config: dict) -> dict:
     fit = apply_calibration(cfg, entry, log=_say)  # null C / mu / tau: computed here, from this machine's burn-in
     if fit is not None:
         calib["server_fit"] = {k: v for k, v in fit.items() if k != "values"}
+    source = "explicit (config)" if fit is None else "fitted (calibration.py)"
     if cfg.strategy.name == "dgc":
         calib["dgc"] = {"clip_norm": cfg.strategy.clip_norm, "mu": cfg.strategy.mu, "tau": cfg.strategy.tau,
-                        "statistic": cfg.strategy.get("statistic", "absolute"),
-                        "source": "explicit (config)" if fit is None or "mu" not in fit else "fitted (calibration.py)"}
+                        "statistic": cfg.strategy.statistic,
+                        "source": "explicit (config)" if fit is None or "mu" not in fit else source}
     elif cfg.strategy.name == "byzfl" and fit is not None:
-        calib["byzfl"] = {"clip_norm": cfg.strategy.clip_norm, "source": "fitted (calibration.py)"}
+        calib["byzfl"] = {"clip_norm": cfg.strategy.clip_norm, "source": source}
     elif cfg.strategy.name == "gc":
-        calib["gc"] = {"clip_norm": cfg.strategy.clip_norm,
-                       "source": "explicit (config)" if fit is None else "fitted (calibration.py)"}
+        calib["gc"] = {"clip_norm": cfg.strategy.clip_norm, "source": source}
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     (out / "calibration.json").write_text(json.dumps(calib, indent=1))
+    return plan, entry, (float(dsc_mu), float(dsc_tau))
 
+
+def build_server(cfg, entry, plan, dev):
+    """The global model at theta_start and the strategy chain, DGC's probe on the server's own data included.
+    Returns (model, outer strategy, defence wrapper or None, reply validator)."""
     model = load_model(cfg, entry["start"], entry["start_sha"], dev)
-    hist_model = load_model(cfg, entry["hist"], entry["hist_sha"], dev)
     probe_md = set_hist = None
     if cfg.strategy.name == "dgc" and cfg.strategy.md_source == "server":
+        hist_model = load_model(cfg, entry["hist"], entry["hist_sha"], dev)
         probe_x = to_float(plan.ds.x_train[plan.split.probe[: int(cfg.strategy.probe_size)]]).to(dev)
         prober = ProbeMD(load_model(cfg, entry["start"], entry["start_sha"], dev), probe_x, get_params(hist_model))
         probe_md, set_hist = prober, prober.set_hist
@@ -166,111 +196,107 @@ def run(grid: Grid, run_config: dict) -> dict:
         from .factory import defence_f
 
         _say("{} runs with f = {} per round ({})".format(cfg.strategy.name, *defence_f(cfg)))
+    return model, strategy, clip, validator
 
-    arrays = ArrayRecord(get_params(model))
-    start_round, monitor_round, done = 1, None, False
-    ckpt_path = out / "checkpoint.pt"
-    keep = None
-    if cfg.resume and ckpt_path.exists():
-        try:
-            ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            if ck["cfg_json"] != to_json(_core(cfg)):
-                raise ConfigError(f"{ckpt_path} belongs to a different config; use another out_dir or resume=false")
-            arrays = ArrayRecord(ck["arrays"])
-            strategy.momentum_vector = ck["momentum"]
-            if clip is not None and ck.get("defence_state") is not None:  # DGC's lagged models / client history, FLDetector's memory
-                clip.load_state(ck["defence_state"])
-            if ck.get("aggregator_state") is not None:  # e.g. centered clipping's centre (ByzFL keeps it between rounds)
-                strategy.sampler.strategy.load_state(ck["aggregator_state"])
-            start_round, keep = ck["round"] + 1, ck["round"]
-            monitor_round, done = ck.get("monitor_round"), bool(ck.get("done"))
-            _say(f"resuming from round {ck['round']} ({ckpt_path})")
-        except ConfigError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is one clear error
-            raise ConfigError(f"cannot resume from {ckpt_path} ({exc}); delete it or use resume=false") from None
-    metrics_rec = Recorder(out / "metrics.jsonl", keep)
-    rounds_rec = Recorder(out / "rounds.jsonl", keep)
-    timing_rec = Recorder(out / "timing.jsonl", keep)
 
-    node_ids = wait_for_nodes(grid, n)
-    t_map = time.time()
-    node_to_pid = learn_partition_ids(grid, node_ids, n, timeout=float(cfg.fed.round_timeout))
-    strategy.sampler.set_nodes(node_to_pid)
-    validator.node_to_pid = node_to_pid
-    k = clients_per_round(cfg)
-    _say(f"{n} SuperNodes mapped to their partition ids in {time.time() - t_map:.1f}s; {k} of {n} clients per round")
-    base_conf = {
-        "cfg-json": to_json(cfg), "start-path": entry["start"], "start-sha": entry["start_sha"],
-        "hist-path": entry["hist"], "hist-sha": entry["hist_sha"], "dsc-mu": float(dsc_mu), "dsc-tau": float(dsc_tau),
-    }
+class RoundLoop:
+    """The rounds of one run: R accumulate rounds (or until the monitor fires), then the trigger round when asked;
+    evaluation every ``eval_every`` rounds, a checkpoint every ``checkpoint_every``. Writes ``metrics.jsonl``,
+    ``rounds.jsonl`` and ``timing.jsonl`` (cut back to the checkpoint's round on resume)."""
 
-    def evaluate_at(rnd: int, arr: ArrayRecord, phase: str) -> dict:
+    def __init__(self, cfg, out, grid, plan, entry, dev, model, strategy, clip, validator, state, dsc) -> None:
+        self.cfg, self.out, self.grid, self.plan, self.entry, self.dev = cfg, out, grid, plan, entry, dev
+        self.model, self.strategy, self.clip, self.validator, self.state = model, strategy, clip, validator, state
+        keep = state.last_round
+        self.metrics = Recorder(out / "metrics.jsonl", keep)
+        self.rounds = Recorder(out / "rounds.jsonl", keep)
+        self.timing = Recorder(out / "timing.jsonl", keep)
+        self.base_conf = {"cfg-json": to_json(cfg), "start-path": entry["start"], "start-sha": entry["start_sha"],
+                          "hist-path": entry["hist"], "hist-sha": entry["hist_sha"], "dsc-mu": dsc[0],
+                          "dsc-tau": dsc[1]}
+        self.R = int(cfg.num_rounds)
+        self.total = self.R + (1 if cfg.trigger else 0)
+        self.t_start = self.t_rounds = time.time()
+
+    def connect(self) -> None:
+        """Wait for the N SuperNodes and learn which partition each one holds."""
+        n = int(self.cfg.fed.num_clients)
+        node_ids = wait_for_nodes(self.grid, n)
+        t_map = time.time()
+        node_to_pid = learn_partition_ids(self.grid, node_ids, n, timeout=float(self.cfg.fed.round_timeout))
+        self.strategy.sampler.set_nodes(node_to_pid)
+        self.validator.node_to_pid = node_to_pid
+        _say(f"{n} SuperNodes mapped to their partition ids in {time.time() - t_map:.1f}s; "
+             f"{clients_per_round(self.cfg)} of {n} clients per round")
+
+    def evaluate_at(self, rnd: int, arr: ArrayRecord, phase: str) -> dict:
         from fl_mdisc.models import set_params
 
-        set_params(model, arr.to_numpy_ndarrays())
-        acc, loss = evaluate(model, plan.ds.x_test, plan.ds.y_test, device=dev)
+        set_params(self.model, arr.to_numpy_ndarrays())
+        acc, loss = evaluate(self.model, self.plan.ds.x_test, self.plan.ds.y_test, device=self.dev)
         row = {"round": rnd, "accuracy": round(acc, 4), "test_loss": round(loss, 6), "phase": phase}
-        metrics_rec.write(row)  # deterministic content only: same config + seed -> bit-identical file
+        self.metrics.write(row)  # deterministic content only: same config + seed -> bit-identical file
         return row
 
-    R = int(cfg.num_rounds)
-    total = R + (1 if cfg.trigger else 0)
-    if start_round == 1:
-        row = start_evaluation(entry, cfg, dev, plan.ds, lambda: evaluate_at(0, arrays, "start"), metrics_rec)
-        _say(f"round 0: test accuracy {row['accuracy']:.2f}%")
-    start_acc = metrics_rec.rows()[0]["accuracy"]
-    drop = cfg.get("monitor_drop")
-    if done:
-        _say("this output folder already holds a complete run; summarising it")
-    t_rounds = time.time()
-    rnd = start_round
-    while not done:
-        accumulate = rnd <= R and monitor_round is None
+    def run(self) -> dict | None:
+        """Play the rounds; None when the run is complete, ``{"stopped_after": r}`` at ``stop_after``."""
+        self.connect()
+        st = self.state
+        if st.next_round == 1:
+            arrays = st.arrays
+            row = start_evaluation(self.entry, self.cfg, self.dev, self.plan.ds,
+                                   lambda: self.evaluate_at(0, arrays, "start"), self.metrics)
+            _say(f"round 0: test accuracy {row['accuracy']:.2f}%")
+        if st.done:
+            _say("this output folder already holds a complete run; summarising it")
+        self.start_acc = self.metrics.rows()[0]["accuracy"]
+        self.t_rounds = time.time()
+        rnd = st.next_round
+        while not st.done:
+            self.play(rnd)
+            stop = self.cfg.stop_after is not None and rnd == int(self.cfg.stop_after)
+            if rnd % int(self.cfg.checkpoint_every) == 0 or st.done or stop:
+                checkpoint.save(self.out / "checkpoint.pt", rnd, st.arrays, self.strategy, self.clip, self.cfg,
+                                st.monitor_round, st.done)
+            if stop and not st.done:
+                _say(f"stopping after round {rnd} (stop_after); rerun the same command to resume")
+                return {"stopped_after": rnd}
+            rnd += 1
+        return None
+
+    def play(self, rnd: int) -> None:
+        """One round: sample, send, aggregate, log; evaluate when due; update the monitor and ``done``."""
+        cfg, st, strategy = self.cfg, self.state, self.strategy
+        accumulate = rnd <= self.R and st.monitor_round is None
         phase = "accumulate" if accumulate else "trigger"
-        conf = ConfigRecord({**base_conf, "phase": phase})
         t0 = time.time()
-        msgs = strategy.configure_train(rnd, arrays, conf, grid)
-        replies = list(grid.send_and_receive(msgs, timeout=float(cfg.fed.round_timeout)))
+        msgs = strategy.configure_train(rnd, st.arrays, ConfigRecord({**self.base_conf, "phase": phase}), self.grid)
+        replies = list(self.grid.send_and_receive(msgs, timeout=float(cfg.fed.round_timeout)))
         failures = [m for m in replies if m.has_error()]
         new_arrays, _ = strategy.aggregate_train(rnd, replies)
         if new_arrays is not None:
-            arrays = new_arrays
+            st.arrays = new_arrays
         else:
             _say(f"round {rnd}: no valid reply; the global model is unchanged")
-        row = _round_row(rnd, phase, replies, clip, validator, plan, failures, new_arrays is None)
+        row = _round_row(rnd, phase, replies, self.clip, self.validator, self.plan, failures, new_arrays is None)
         row["sampled"] = list(strategy.sampler.sampled)
         row["missing"] = len(strategy.sampler.sampled) - len(replies)  # timed out: no reply at all
-        rounds_rec.write(row)
-        timing_rec.write({"round": rnd, "seconds": round(time.time() - t0, 3), "clients": _client_seconds(replies)})
-        if not accumulate or rnd % int(cfg.eval_every) == 0 or rnd == R or drop is not None:
-            row = evaluate_at(rnd, arrays, phase)
-            eta = (time.time() - t_rounds) / max(1, rnd - start_round + 1) * (total - rnd)
-            if not accumulate or rnd % int(cfg.eval_every) == 0 or rnd == R:
-                _say(f"round {rnd}/{total} ({phase}): test accuracy {row['accuracy']:.2f}%  "
-                     f"[{time.time() - t_start:.0f}s elapsed, ETA {max(0.0, eta):.0f}s]")
-            if accumulate and drop is not None and row["accuracy"] < start_acc - float(drop):
-                monitor_round = rnd
-                _say(f"monitor fired at round {rnd}: accuracy {row['accuracy']:.2f}% < start {start_acc:.2f}% - {drop}")
-        if not accumulate or ((rnd == R or monitor_round is not None) and not cfg.trigger):
-            done = True
-        if rnd % int(cfg.checkpoint_every) == 0 or done or rnd == cfg.stop_after:
-            torch.save({"round": rnd, "arrays": arrays.to_numpy_ndarrays(), "momentum": strategy.momentum_vector,
-                        "defence_state": getattr(clip, "state", lambda: None)(),
-                        "aggregator_state": getattr(strategy.sampler.strategy, "state", lambda: None)(),
-                        "monitor_round": monitor_round, "done": done, "cfg_json": to_json(_core(cfg))}, ckpt_path)
-        if cfg.stop_after is not None and rnd == int(cfg.stop_after) and not done:
-            _say(f"stopping after round {rnd} (stop_after); rerun the same command to resume")
-            return {"stopped_after": rnd}
-        rnd += 1
-
-    summary = summarize(metrics_rec.rows(), rounds_rec.rows(), cfg)
-    summary["wall_s"] = round(time.time() - t_start, 1)
-    summary["startup_s"] = round(t_rounds - t_start, 2)  # this cell's start to its first round (incl. round-0 eval)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    _say("summary: " + json.dumps({k: v for k, v in summary.items() if k != "detection"}))
-    _say(f"results in {out}")
-    return summary
+        self.rounds.write(row)
+        self.timing.write({"round": rnd, "seconds": round(time.time() - t0, 3), "clients": _client_seconds(replies)})
+        drop = cfg.get("monitor_drop")
+        due = not accumulate or rnd % int(cfg.eval_every) == 0 or rnd == self.R
+        if due or drop is not None:
+            row = self.evaluate_at(rnd, st.arrays, phase)
+            if due:
+                eta = (time.time() - self.t_rounds) / max(1, rnd - st.next_round + 1) * (self.total - rnd)
+                _say(f"round {rnd}/{self.total} ({phase}): test accuracy {row['accuracy']:.2f}%  "
+                     f"[{time.time() - self.t_start:.0f}s elapsed, ETA {max(0.0, eta):.0f}s]")
+            if accumulate and drop is not None and row["accuracy"] < self.start_acc - float(drop):
+                st.monitor_round = rnd
+                _say(f"monitor fired at round {rnd}: accuracy {row['accuracy']:.2f}% < start "
+                     f"{self.start_acc:.2f}% - {drop}")
+        if not accumulate or ((rnd == self.R or st.monitor_round is not None) and not cfg.trigger):
+            st.done = True
 
 
 # what the attackers report about themselves (logged per round; the server never acts on it)
@@ -301,14 +327,6 @@ def start_evaluation(entry: dict, cfg, dev, ds, compute, metrics_rec) -> dict:
     tmp.write_text(json.dumps({"key": key, "row": row}))
     tmp.replace(path)
     return row
-
-
-def _core(cfg):
-    """The config minus keys that may change between an interrupted run and its resume."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    for k in ("resume", "out_dir", "stop_after"):  # thread counts stay: they change float rounding
-        c.pop(k, None)
-    return c
 
 
 def _client_seconds(replies) -> dict:

@@ -183,13 +183,44 @@ class TestLinfClipping:
             GradientClipping(fedavg(), 1.0, norm="l1")
 
 
+class TestMultiLayerClipping:
+    """Every layer counts in the norm: an update of two arrays (3, 0) and (4,) has norm 5."""
+
+    def test_gc_norm_spans_every_layer(self):
+        s = GradientClipping(fedavg(), clip_norm=1.0)
+        prime(s, [np.zeros(2), np.zeros(1)])
+        arrays, _ = s.aggregate_train(1, [reply([[3, 0], [4]], 0), reply([[0, 0], [0]], 1)])
+        a, b = arrays.to_numpy_ndarrays()
+        np.testing.assert_allclose(a, [0.3, 0.0], rtol=1e-6)  # (3, 0) * 0.2 / 2
+        np.testing.assert_allclose(b, [0.4], rtol=1e-6)
+        assert {e["partition-id"]: e["norm"] for e in s.client_log}[0] == pytest.approx(5.0)
+
+    def test_dgc_candidate_and_bound_span_every_layer(self):
+        seen = []
+
+        def probe(cands):
+            seen.extend(cands)
+            return [4.0, 0.5]
+
+        s = DiscrepancyAwareClipping(fedavg(), 1.0, PaperGate(1.0, 0.0), probe_md=probe, step_scale=1.0,
+                                     statistic="absolute")
+        prime(s, [np.zeros(2), np.zeros(1)])
+        arrays, _ = s.aggregate_train(1, [reply([[3, 0], [4]], 0), reply([[0, 0], [0.1]], 1)])
+        # client 0: norm 5, GC factor 0.2 -> candidate (0.6, 0), (0.8); MD 4 > P 1 -> bound 0.25 -> factor 0.05
+        np.testing.assert_allclose(seen[0][1], [0.8], rtol=1e-6)
+        a, b = arrays.to_numpy_ndarrays()
+        np.testing.assert_allclose(a, [0.15 / 2, 0.0], rtol=1e-6)
+        np.testing.assert_allclose(b, [(0.2 + 0.1) / 2], rtol=1e-6)
+
+
 class TestServerSGD:
-    def test_equals_flower_fedavgm(self):
+    @pytest.mark.parametrize("lr,momentum", [(0.1, 0.9), (0.5, 0.3), (1.0, 0.0)])
+    def test_equals_flower_fedavgm(self, lr, momentum):
         rng = np.random.default_rng(0)
         theta = [rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)]
-        ours = ServerSGD(fedavg(), lr=0.1, momentum=0.9)
-        ref = FedAvgM(fraction_evaluate=0.0, min_available_nodes=2, min_train_nodes=2, server_learning_rate=0.1,
-                      server_momentum=0.9)
+        ours = ServerSGD(fedavg(), lr=lr, momentum=momentum)
+        ref = FedAvgM(fraction_evaluate=0.0, min_available_nodes=2, min_train_nodes=2, server_learning_rate=lr,
+                      server_momentum=momentum)
         ref.current_arrays = ArrayRecord([t.copy() for t in theta])
         cur = theta
         for rnd in range(1, 4):
@@ -273,6 +304,24 @@ class TestFactory:
         # server SGD: theta - lr * (theta - aggregate) on the first round (momentum buffer = pseudo-gradient)
         if name in ("median", "trimmed_mean", "multikrum"):
             assert abs(out[0]) < 1.0  # robust aggregators ignore the 1e6 outlier
+
+
+class TestFactoryServerStep:
+    def test_server_lr_and_momentum_reach_the_server_step(self):
+        # st = FedAvg + server SGD: v_1 = d_1, v_2 = beta v_1 + d_2, theta <- theta - lr v (hand maths, 2 rounds)
+        from fl_mdisc.config import compose
+        from strategies.factory import build_strategy
+
+        outer, _clip, _v = build_strategy(compose(["strategy=st", "fed.server_lr=0.5", "fed.server_momentum=0.25"]))
+        assert (outer.lr, outer.momentum) == (0.5, 0.25)
+        theta = np.zeros(2, np.float32)
+        prime(outer, [theta])
+        theta = outer.aggregate_train(1, [reply([[2, 0]], 0), reply([[0, 2]], 1)])[0].to_numpy_ndarrays()[0]
+        np.testing.assert_allclose(theta, [0.5, 0.5], rtol=1e-6)  # d_1 = -(1, 1)
+        prime(outer, [theta])
+        theta = outer.aggregate_train(2, [reply([[1.5, 0.5]], 0), reply([[0.5, 1.5]], 1)])[0].to_numpy_ndarrays()[0]
+        # d_2 = -(0.5, 0.5), v_2 = 0.25 * -(1, 1) - (0.5, 0.5) = -(0.75, 0.75)
+        np.testing.assert_allclose(theta, [0.875, 0.875], rtol=1e-6)
 
 
 def test_shrink_with_nonpositive_threshold_drops_flagged_updates():
