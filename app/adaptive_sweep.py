@@ -28,13 +28,11 @@ def _budget_name(b) -> str:
 
 
 def attacker_stats(rounds: list[dict]) -> dict:
-    """Over the poisoning rounds (the trigger round excluded: the attacker never holds the trigger back, and DGC flags
-    it in every cell): the attackers' mean sent norm, scale (1 when unaware) and estimate, and DGC's recall (flagged
-    attacker updates / attacker updates) and precision (flagged attacker updates / flagged updates); None without
-    DGC's per-client flags."""
+    """Over the poisoning rounds: the attackers' mean sent norm, scale (1 when unaware) and estimate, and DGC's recall
+    and precision in the one convention of :func:`fl_mdisc.scoring.detection` (None without per-client flags)."""
+    from fl_mdisc.scoring import detection
+
     norm, scale, est = [], [], []
-    tp = fn = fp = 0
-    seen = False
     for r in rounds:
         if r.get("phase") == "trigger":
             continue
@@ -44,16 +42,10 @@ def attacker_stats(rounds: list[dict]) -> dict:
                 scale.append(c.get("attack-scale", 1.0))
                 if "attack-md-est" in c:
                     est.append(c["attack-md-est"])
-            if "flagged" in c:
-                seen = True
-                if c.get("malicious"):
-                    tp, fn = tp + bool(c["flagged"]), fn + (not c["flagged"])
-                else:
-                    fp += bool(c["flagged"])
+    det = detection(rounds) or {}
     mean = (lambda v: round(float(np.mean(v)), 4) if v else None)
-    return {"norm": mean(norm), "scale": mean(scale), "md_est": mean(est),
-            "recall": (tp / (tp + fn) if tp + fn else None) if seen else None,
-            "precision": (tp / (tp + fp) if tp + fp else 0.0) if seen else None}
+    return {"norm": mean(norm), "scale": mean(scale), "md_est": mean(est), "recall": det.get("recall"),
+            "precision": det.get("precision")}
 
 
 def _ms(vals):

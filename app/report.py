@@ -108,35 +108,33 @@ def score_of(c: dict) -> float:
 
 
 def detection(runs: list[dict]) -> list[dict]:
-    """Per (scenario, attack, strategy): precision/recall/AUROC of flagged = MD_k > P_t, from rounds.jsonl."""
+    """Per (scenario, attack, strategy), per seed and pooled: AUROC of DGC's statistic and the flags' precision,
+    recall and honest FPR in the convention of :func:`fl_mdisc.scoring.detection`, from rounds.jsonl."""
+    from fl_mdisc.scoring import detection as score
+
+    keys = ("honest", "honest_flagged", "malicious", "malicious_flagged")
     out = {}
     for r in runs + [dict(r, seed="all") for r in runs]:  # per seed (each its own burn-in) and pooled
         key = (r["scenario"], r.get("attack", ""), r["strategy"], str(r.get("seed", "all")))
-        d = out.setdefault(key, {"mal": [], "hon": [], "tp": 0, "fp": 0, "fn": 0})
-        for row in r.get("rounds", []):
-            if row.get("phase") != "accumulate":
-                continue
+        d = out.setdefault(key, {"mal": [], "hon": [], **{k: 0 for k in keys}})
+        rounds = [row for row in r.get("rounds", []) if row.get("phase") == "accumulate"]
+        for row in rounds:
             for c in row["clients"]:
-                if "md" not in c:
-                    continue
-                mal = bool(c.get("malicious"))
-                (d["mal"] if mal else d["hon"]).append(score_of(c))
-                if c.get("flagged") and mal:
-                    d["tp"] += 1
-                elif c.get("flagged"):
-                    d["fp"] += 1
-                elif mal:
-                    d["fn"] += 1
+                if "md" in c:
+                    (d["mal"] if c.get("malicious") else d["hon"]).append(score_of(c))
+        counts = score(rounds) or {}
+        for k in keys:
+            d[k] += counts.get(k, 0)
     rows = []
     for (scen, att, strat, seed), d in sorted(out.items(), key=lambda kv: (*kv[0][:3], kv[0][3] == "all", kv[0][3])):
         if not d["mal"] and not d["hon"]:
             continue
-        tp, fp, fn = d["tp"], d["fp"], d["fn"]
+        flagged = d["honest_flagged"] + d["malicious_flagged"]
         rows.append({"scenario": scen, "attack": att, "strategy": strat, "seed": seed,
                      "auroc": round(auroc(d["mal"], d["hon"]), 4) if d["mal"] and d["hon"] else None,
-                     "precision": round(tp / (tp + fp), 4) if tp + fp else None,
-                     "recall": round(tp / (tp + fn), 4) if tp + fn else None,
-                     "flagged_honest_rate": round(fp / len(d["hon"]), 4) if d["hon"] else None,
+                     "precision": round(d["malicious_flagged"] / flagged, 4) if flagged else None,
+                     "recall": round(d["malicious_flagged"] / d["malicious"], 4) if d["malicious"] else None,
+                     "flagged_honest_rate": round(d["honest_flagged"] / d["honest"], 4) if d["honest"] else None,
                      "md_malicious_mean": round(float(np.mean(d["mal"])), 4) if d["mal"] else None,
                      "md_honest_mean": round(float(np.mean(d["hon"])), 4) if d["hon"] else None,
                      "n_malicious": len(d["mal"]), "n_honest": len(d["hon"])})

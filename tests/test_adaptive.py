@@ -154,11 +154,11 @@ def test_adaptive_report(tmp_path):
 
     def run(b, strat, seed, scale):
         dgc = strat == "dgc"
-        rounds = [{"phase": "accumulate", "clients": [
-            {"malicious": True, "attack-norm": 2.0 * scale, **({} if b is None else {"attack-scale": scale, "attack-md-est": 0.1}),
+        rounds = [{"round": i + 1, "phase": "accumulate", "clients": [
+            {"partition-id": 1, "malicious": True, "attack-norm": 2.0 * scale, **({} if b is None else {"attack-scale": scale, "attack-md-est": 0.1}),
              **({"flagged": b is None or i % 2 == 0} if dgc else {})},
-            {"malicious": False, **({"flagged": False} if dgc else {})}]} for i in range(4)]
-        rounds.append({"phase": "trigger", "clients": [{"malicious": True, "attack-norm": 50.0,
+            {"partition-id": 0, "malicious": False, **({"flagged": False} if dgc else {})}]} for i in range(4)]
+        rounds.append({"round": 5, "phase": "trigger", "clients": [{"partition-id": 1, "malicious": True, "attack-norm": 50.0,
                                                         **({"flagged": True} if dgc else {})}]})  # not counted
         return {"budget": b, "strategy": strat, "seed": seed, "rounds": rounds,
                 "summary": {"mean_accuracy": 60.0 + seed, "trigger_drop": 1.0}}

@@ -28,9 +28,9 @@ def test_aggregate_mean_std_over_seeds():
 
 def test_detection_precision_recall_auroc():
     rounds = [{"round": 1, "phase": "accumulate", "clients": [
-        {"md": 0.5, "malicious": False, "flagged": False}, {"md": 0.9, "malicious": True, "flagged": True}]},
+        {"partition-id": 0, "md": 0.5, "malicious": False, "flagged": False}, {"partition-id": 1, "md": 0.9, "malicious": True, "flagged": True}]},
         {"round": 2, "phase": "accumulate", "clients": [
-            {"md": 0.8, "malicious": False, "flagged": True}, {"md": 0.7, "malicious": True, "flagged": False}]}]
+            {"partition-id": 0, "md": 0.8, "malicious": False, "flagged": True}, {"partition-id": 1, "md": 0.7, "malicious": True, "flagged": False}]}]
     rows = detection([_run("poisoned", "dgc", 0, [(0, 1)], rounds=rounds)])
     assert [r["seed"] for r in rows] == ["0", "all"]  # per seed (its own burn-in), then pooled
     for d in rows:
@@ -42,8 +42,8 @@ def test_detection_precision_recall_auroc():
 def test_detection_scores_the_logged_statistic_and_pools_seeds():
     def rounds(stat_h, stat_m):
         return [{"round": 1, "phase": "accumulate", "clients": [
-            {"md": 9.0, "stat": stat_h, "malicious": False, "flagged": False},
-            {"md": 0.0, "stat": stat_m, "malicious": True, "flagged": True}]}]
+            {"partition-id": 0, "md": 9.0, "stat": stat_h, "malicious": False, "flagged": False},
+            {"partition-id": 1, "md": 0.0, "stat": stat_m, "malicious": True, "flagged": True}]}]
     rows = detection([_run("poisoned", "dgc", 0, [(0, 1)], rounds=rounds(0.1, 0.5)),
                       _run("poisoned", "dgc", 1, [(0, 1)], rounds=rounds(0.2, 0.1))])
     by = {r["seed"]: r for r in rows}
