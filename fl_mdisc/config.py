@@ -165,172 +165,197 @@ def engine(cfg) -> str:
     return eng
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check every value a run depends on; raise ConfigError naming the fix."""
-    choices = {
-        "strategy.name": STRATEGIES, "attack.name": ATTACKS, "defense.name": DEFENSES,
-        "dataset.name": DATASETS, "model.name": MODELS, "protocol": PROTOCOLS,
-    }
-    for path, allowed in choices.items():
-        val = OmegaConf.select(cfg, path)
-        if val not in allowed:
-            raise ConfigError(f"unknown {path} '{val}'; choose one of {list(allowed)}")
-    _num(cfg, "seed", 0, integer=True)
-    _num(cfg, "num_rounds", 1, integer=True)
-    ray_address(cfg)
-    engine(cfg)
-    _num(cfg, "sweep.parallel", 1, integer=True)
-    if cfg.strategy.name == "byzfl":
-        from . import byzfl_ref
+def _when(group: str, *names: str):
+    """A rule's condition: the chosen ``group`` option (strategy, attack, defense) is one of ``names``."""
+    return lambda cfg: OmegaConf.select(cfg, f"{group}.name") in names
 
-        byzfl_ref._choose(byzfl_ref.AGGREGATORS, str(cfg.strategy.aggregator), "strategy.aggregator")
-        pre = cfg.strategy.get("pre") or []
-        if isinstance(pre, str) or not all(isinstance(x, str) for x in pre):
-            raise ConfigError(f"strategy.pre must be a list of names, e.g. strategy.pre=[nnm], got {pre!r}")
-        for x in pre:
-            byzfl_ref._choose(byzfl_ref.PRE_AGGREGATORS, x, "strategy.pre entry")
-        _num(cfg, "strategy.f", 0, integer=True, allow_none=True)
+
+def _always(cfg) -> bool:
+    return True
+
+
+INT, OPEN, NONE = "int", "open", "none"
+
+# (applies when, key, lo, hi, flags): hi may be a function of the config
+RANGES = (
+    (_always, "seed", 0, None, {INT}),
+    (_always, "num_rounds", 1, None, {INT}),
+    (_always, "sweep.parallel", 1, None, {INT}),
+    (_always, "eval_every", 1, None, {INT}),
+    (_always, "checkpoint_every", 1, None, {INT}),
+    (_always, "server_threads", 1, None, {INT}),
+    (_always, "client_threads", 1, None, {INT}),
+    (_always, "attacker_threads", 1, None, {INT}),
+    (_always, "fed.num_clients", 1, None, {INT}),
+    (_always, "fed.num_malicious", 0, None, {INT}),
+    (_always, "fed.batch_size", 1, None, {INT}),
+    (_always, "fed.local_steps", 1, None, {INT}),
+    (_always, "fed.client_lr", 0, None, {OPEN}),
+    (_always, "fed.server_lr", 0, None, {OPEN}),
+    (_always, "fed.server_momentum", 0, 0.999, set()),
+    (_always, "fed.dirichlet_alpha", 0, None, {OPEN}),
+    (_always, "fed.round_timeout", 1, None, set()),
+    (lambda c: c.fed.partition == "pathological", "fed.classes_per_client", 1, None, {INT}),
+    (_always, "fed.min_partition_size", 1, None, {INT, NONE}),
+    (_always, "assume.f", 0, lambda c: int(c.fed.num_clients), {INT, NONE}),
+    (_always, "fed.clients_per_round", 1, lambda c: int(c.fed.num_clients), {INT, NONE}),
+    (_always, "fed.malicious_fraction", 0, 1, {NONE}),
+    (_when("strategy", "byzfl", "multikrum"), "strategy.f", 0, None, {INT, NONE}),
+    (_when("attack", "stream_poison"), "attack.victims", 1, None, {INT}),
+    (_when("attack", "accumulative", "stream_poison"), "attack.eps", 0, 1, {OPEN}),
+    (_when("attack", "accumulative", "stream_poison"), "attack.step_size", 0, 1, {OPEN}),
+    (_when("attack", "accumulative", "stream_poison"), "attack.steps", 1, None, {INT}),
+    (_when("attack", "accumulative", "stream_poison"), "attack.gamma", 0, None, set()),
+    (_when("attack", "accumulative", "stream_poison"), "attack.beta", 0, None, {NONE}),
+    (_when("attack", "accumulative", "stream_poison", *LAMBDA_ATTACKS), "attack.val_size", 1, None, {INT}),
+    (_when("attack", "accumulative", "stream_poison", *LAMBDA_ATTACKS), "attack.trigger_size", 1, None, {INT}),
+    (_when("attack", "adaptive_update"), "attack.md_budget", 0, None, {OPEN, NONE}),
+    (_when("attack", "adaptive_update"), "attack.probe_size", 1, None, {INT}),
+    (_when("attack", "adaptive_update"), "attack.search_steps", 1, None, {INT}),
+    (_when("attack", *LAMBDA_ATTACKS), "attack.lam", 0, None, {OPEN}),
+    (_when("attack", *LAMBDA_ATTACKS), "attack.trigger_scale", 0, None, set()),
+    (_when("attack", *LAMBDA_ATTACKS), "attack.norm_multiple", 0, None, {OPEN, NONE}),
+    (_when("attack", *LAMBDA_ATTACKS), "attack.stealth_drop", 0, 100, {OPEN, NONE}),
+    (_when("attack", "scale", "spoof"), "attack.factor", 0, None, set()),
+    (_when("attack", "spoof"), "attack.claim", 0, lambda c: int(c.fed.num_clients) - 1, {INT}),
+    (_when("defense", "dsc", "at"), "defense.eps", 0, 1, {OPEN}),
+    (_when("defense", "dsc", "at"), "defense.step_size", 0, 1, {OPEN}),
+    (_when("defense", "dsc", "at"), "defense.max_steps", 1, None, {INT}),
+    (_when("defense", "dsc"), "defense.mu", 0, None, {NONE}),
+    (_when("defense", "dsc"), "defense.tau", 0, None, {NONE}),
+    (_when("strategy", "gc", "dgc"), "strategy.clip_norm", 0, None, {OPEN, NONE}),
+    (_when("strategy", "gc", "dgc"), "strategy.calib_rounds", 10, None, {INT, NONE}),
+    (_when("strategy", "gc", "dgc"), "strategy.calib_updates", 1, None, {INT, NONE}),
+    (lambda c: c.strategy.name == "dgc" and c.strategy.gate == "history", "strategy.alpha", 0, 1, {OPEN}),
+    (lambda c: c.strategy.name == "dgc" and c.strategy.gate == "history", "strategy.pool_rounds", 1, None, {INT}),
+    (lambda c: c.strategy.name == "dgc" and c.strategy.gate == "history", "strategy.kappa", 0, None, {OPEN}),
+    (_when("strategy", "dgc"), "strategy.mu", None, None, {NONE}),
+    (_when("strategy", "dgc"), "strategy.tau", 0, None, {NONE}),
+    (_when("strategy", "dgc"), "strategy.target_fpr", 0, 0.5, {OPEN, NONE}),
+    (_when("strategy", "dgc"), "strategy.probe_size", 1, None, {INT}),
+    (_when("strategy", "dgc"), "strategy.hist_lag", 1, None, {INT}),
+    (_when("strategy", "fldetector"), "strategy.window", 1, None, {INT}),
+    (_when("strategy", "fldetector"), "strategy.memory", 1, None, {INT}),
+    (_when("strategy", "fldetector"), "strategy.warmup", 0, None, {INT}),
+    (_when("strategy", "trimmed_mean"), "strategy.beta", 0, 0.499, set()),
+    (_when("strategy", "multikrum"), "strategy.num_to_select", 1, lambda c: int(c.fed.num_clients), {INT, NONE}),
+    (_always, "burnin.seed", 0, None, {INT, NONE}),
+    (_always, "burnin.epochs", 1, None, {INT}),
+    (_always, "burnin.hist_epoch", 1, lambda c: c.burnin.epochs, {INT}),
+    (_always, "burnin.lr", 0, None, {OPEN}),
+    (_always, "burnin.batch_size", 1, None, {INT}),
+    (_always, "burnin.calib_steps", 2, None, {INT}),
+    (_always, "burnin.calib_quantile", 0, 1, set()),
+    (_always, "split.burnin", 1, None, {INT}),
+    (_always, "split.probe", 0, None, {INT}),
+    (_always, "split.calib", 0, None, {INT, NONE}),
+)
+
+# (applies when, key, allowed values, what to suggest)
+ENUMS = (
+    (_always, "strategy.name", STRATEGIES, ""),
+    (_always, "attack.name", ATTACKS, ""),
+    (_always, "defense.name", DEFENSES, ""),
+    (_always, "dataset.name", DATASETS, ""),
+    (_always, "model.name", MODELS, ""),
+    (_always, "protocol", PROTOCOLS, ""),
+    (_always, "fed.partition", PARTITIONS, ""),
+    (_always, "fed.attacker_data", ("partition", "pool"), ""),
+    (_always, "device", ("auto", "cpu", "cuda"), ""),
+    (_when("attack", "accumulative", "stream_poison"), "attack.md_form", ("paper", "input"), ""),
+    (_when("attack", *LAMBDA_ATTACKS), "attack.norm_ref", ("start", "round", "lambda"), ""),
+    (_when("defense", "dsc"), "defense.measure", ("kl", "js"), ""),
+    (_when("strategy", "gc", "dgc"), "strategy.norm", ("l2", "linf"), ""),
+    (_when("strategy", "dgc"), "strategy.statistic", ("increase", "absolute"), ""),
+    (_when("strategy", "dgc"), "strategy.gate", ("history", "paper"), " (paper: strategy=dgc_paper)"),
+    (_when("strategy", "dgc"), "strategy.hist", ("burnin", "lag"), ""),
+    (_when("strategy", "dgc"), "strategy.mode", ("clip", "scale"), ""),
+    (_when("strategy", "dgc"), "strategy.md_source", ("server", "client"), ""),
+)
+
+
+def _check_byzfl(cfg) -> None:
+    from . import byzfl_ref
+
+    byzfl_ref._choose(byzfl_ref.AGGREGATORS, str(cfg.strategy.aggregator), "strategy.aggregator")
+    pre = cfg.strategy.pre
+    if isinstance(pre, str) or not all(isinstance(x, str) for x in pre):
+        raise ConfigError(f"strategy.pre must be a list of names, e.g. strategy.pre=[nnm], got {pre!r}")
+    for x in pre:
+        byzfl_ref._choose(byzfl_ref.PRE_AGGREGATORS, x, "strategy.pre entry")
+
+
+def _check_federation(cfg) -> None:
+    n, f = int(cfg.fed.num_clients), int(cfg.fed.num_malicious)
+    if f > n:
+        raise ConfigError(f"fed.num_malicious={f} exceeds fed.num_clients={n}; lower num_malicious or add clients")
+    if cfg.attack.name not in ("none", "stream_poison") and f == 0:
+        raise ConfigError(f"attack={cfg.attack.name} needs fed.num_malicious >= 1 (or attack=none)")
+    if cfg.attack.name == "stream_poison" and cfg.attack.victims > n - f:
+        raise ConfigError(f"attack.victims={cfg.attack.victims} exceeds the {n - f} honest clients")
     if cfg.attack.name in OMNISCIENT_ATTACKS and cfg.attack.get("optimal") and cfg.strategy.name != "byzfl":
         raise ConfigError(f"attack.optimal=true searches the attack against a ByzFL aggregator; use strategy=byzfl "
                           f"or attack.optimal=false (strategy={cfg.strategy.name})")
-    _num(cfg, "eval_every", 1, integer=True)
-    _num(cfg, "checkpoint_every", 1, integer=True)
-    _num(cfg, "server_threads", 1, integer=True)
-    _num(cfg, "client_threads", 1, integer=True)
-    _num(cfg, "attacker_threads", 1, integer=True)
-    _num(cfg, "fed.num_clients", 1, integer=True)
-    _num(cfg, "fed.num_malicious", 0, integer=True)
-    _num(cfg, "fed.batch_size", 1, integer=True)
-    _num(cfg, "fed.local_steps", 1, integer=True)
-    _num(cfg, "fed.client_lr", 0, lo_open=True)
-    _num(cfg, "fed.server_lr", 0, lo_open=True)
-    _num(cfg, "fed.server_momentum", 0, 0.999)
-    _num(cfg, "fed.dirichlet_alpha", 0, lo_open=True)
-    _num(cfg, "fed.round_timeout", 1)
-    if cfg.fed.partition not in PARTITIONS:
-        raise ConfigError(f"unknown fed.partition '{cfg.fed.partition}'; choose one of {list(PARTITIONS)}")
-    if cfg.fed.partition == "pathological":
-        _num(cfg, "fed.classes_per_client", 1, integer=True)
-    _num(cfg, "fed.min_partition_size", 1, integer=True, allow_none=True)
-    n, f = int(cfg.fed.num_clients), int(cfg.fed.num_malicious)
-    _num(cfg, "assume.f", 0, n, integer=True, allow_none=True)
-    _num(cfg, "fed.clients_per_round", 1, n, integer=True, allow_none=True)
-    _num(cfg, "fed.malicious_fraction", 0, 1, allow_none=True)
-    if f > n:
-        raise ConfigError(f"fed.num_malicious={f} exceeds fed.num_clients={n}; lower num_malicious or add clients")
-    if cfg.fed.get("attacker_data", "partition") not in ("partition", "pool"):
-        raise ConfigError(f"unknown fed.attacker_data '{cfg.fed.attacker_data}'; choose partition or pool")
-    if cfg.attack.name not in ("none", "stream_poison") and f == 0:
-        raise ConfigError(f"attack={cfg.attack.name} needs fed.num_malicious >= 1 (or attack=none)")
-    if cfg.attack.name == "stream_poison":
-        _num(cfg, "attack.victims", 1, integer=True)
-        if cfg.attack.victims > n - f:
-            raise ConfigError(f"attack.victims={cfg.attack.victims} exceeds the {n - f} honest clients")
-    if cfg.attack.name in ("accumulative", "stream_poison"):
-        _num(cfg, "attack.eps", 0, 1, lo_open=True)
-        _num(cfg, "attack.step_size", 0, 1, lo_open=True)
-        _num(cfg, "attack.steps", 1, integer=True)
-        _num(cfg, "attack.gamma", 0)
-        _num(cfg, "attack.beta", 0, allow_none=True)
-        if cfg.attack.get("md_form", "paper") not in ("paper", "input"):
-            raise ConfigError(f"unknown attack.md_form '{cfg.attack.md_form}'; choose paper or input")
-    if cfg.attack.name in ("accumulative", "stream_poison", *LAMBDA_ATTACKS):
-        _num(cfg, "attack.val_size", 1, integer=True)
-        _num(cfg, "attack.trigger_size", 1, integer=True)
-    if cfg.attack.name == "adaptive_update":
-        if cfg.strategy.name == "dgc" and cfg.strategy.get("hist") == "lag":
-            raise ConfigError("attack=adaptive_update models DGC against the burn-in historical checkpoint; use "
-                              "strategy.hist=burnin (the attacker does not keep the lagged global models)")
-        _num(cfg, "attack.md_budget", 0, lo_open=True, allow_none=True)
-        _num(cfg, "attack.probe_size", 1, integer=True)
-        if int(cfg.attack.probe_size) >= int(cfg.attack.val_size):
-            raise ConfigError(f"attack.probe_size={cfg.attack.probe_size} must be below attack.val_size="
-                              f"{cfg.attack.val_size} (the attacker's probe is part of its validation batch)")
-        _num(cfg, "attack.search_steps", 1, integer=True)
-    if cfg.attack.name in LAMBDA_ATTACKS:
-        _num(cfg, "attack.lam", 0, lo_open=True)
-        _num(cfg, "attack.trigger_scale", 0)
-        _num(cfg, "attack.norm_multiple", 0, lo_open=True, allow_none=True)
-        _num(cfg, "attack.stealth_drop", 0, 100, lo_open=True, allow_none=True)
-        if cfg.attack.get("norm_ref", "start") not in ("start", "round", "lambda"):
-            raise ConfigError(f"unknown attack.norm_ref '{cfg.attack.norm_ref}'; choose start, round or lambda")
-    if cfg.attack.name in ("scale", "spoof"):
-        _num(cfg, "attack.factor", 0)
-    if cfg.attack.name == "spoof":
-        _num(cfg, "attack.claim", 0, n - 1, integer=True)
-    if cfg.defense.name in ("dsc", "at"):
-        _num(cfg, "defense.eps", 0, 1, lo_open=True)
-        _num(cfg, "defense.step_size", 0, 1, lo_open=True)
-        _num(cfg, "defense.max_steps", 1, integer=True)
-    if cfg.defense.name == "dsc":
-        _num(cfg, "defense.mu", 0, allow_none=True)
-        _num(cfg, "defense.tau", 0, allow_none=True)
-        if cfg.defense.measure not in ("kl", "js"):
-            raise ConfigError(f"unknown defense.measure '{cfg.defense.measure}'; choose kl or js")
-    if cfg.strategy.name in ("gc", "dgc"):
-        _num(cfg, "strategy.clip_norm", 0, lo_open=True, allow_none=True)
-        _num(cfg, "strategy.calib_rounds", 10, integer=True, allow_none=True)
-        _num(cfg, "strategy.calib_updates", 1, integer=True, allow_none=True)
-        if cfg.strategy.get("norm", "l2") not in ("l2", "linf"):
-            raise ConfigError(f"unknown strategy.norm '{cfg.strategy.norm}'; choose l2 or linf")
-    if cfg.strategy.name == "dgc":
-        stat = cfg.strategy.get("statistic", "increase")
-        if stat not in ("absolute", "increase"):
-            raise ConfigError(f"unknown strategy.statistic '{stat}'; choose increase or absolute")
-        if stat != "absolute" and cfg.strategy.md_source != "server":
-            raise ConfigError(f"strategy.statistic={stat} needs strategy.md_source=server (or statistic=absolute)")
-        gate = cfg.strategy.get("gate", "history")
-        if gate not in ("history", "paper"):
-            raise ConfigError(f"unknown strategy.gate '{gate}'; choose history or paper (strategy=dgc_paper)")
-        if gate == "history":
-            _num(cfg, "strategy.alpha", 0, 1, lo_open=True)
-            _num(cfg, "strategy.pool_rounds", 1, integer=True)
-            _num(cfg, "strategy.kappa", 0, lo_open=True)
-            k = cfg.fed.get("clients_per_round")
-            k = n if k is None else k
-            if cfg.protocol == "harness" or (isinstance(k, int) and k < 3):
-                raise ConfigError("strategy.gate=history judges each update against the round's other updates and "
-                                  f"needs at least 3 per round (here {1 if cfg.protocol == 'harness' else k}); use "
-                                  "strategy=dgc_paper (the fitted P_t = mu + tau * t) or more clients per round")
-        _num(cfg, "strategy.mu", None, allow_none=True)
-        _num(cfg, "strategy.tau", 0, allow_none=True)
-        if (cfg.strategy.mu is None) != (cfg.strategy.tau is None):
-            raise ConfigError("set both strategy.mu and strategy.tau, or neither (then both are fitted for "
-                              "strategy.target_fpr)")
-        _num(cfg, "strategy.target_fpr", 0, 0.5, lo_open=True, allow_none=True)
-        _num(cfg, "strategy.probe_size", 1, integer=True)
-        if cfg.strategy.hist not in ("burnin", "lag"):
-            raise ConfigError(f"unknown strategy.hist '{cfg.strategy.hist}'; choose burnin or lag")
-        if cfg.strategy.get("mode", "clip") not in ("clip", "scale"):
-            raise ConfigError(f"unknown strategy.mode '{cfg.strategy.mode}'; choose clip or scale")
-        if cfg.strategy.md_source not in ("server", "client"):
-            raise ConfigError(f"unknown strategy.md_source '{cfg.strategy.md_source}'; choose server or client")
-        _num(cfg, "strategy.hist_lag", 1, integer=True)
-        if cfg.strategy.probe_size > cfg.split.probe:
-            raise ConfigError(f"strategy.probe_size={cfg.strategy.probe_size} exceeds split.probe={cfg.split.probe}")
-    if cfg.strategy.name == "fldetector":
-        _num(cfg, "strategy.window", 1, integer=True)
-        _num(cfg, "strategy.memory", 1, integer=True)
-        _num(cfg, "strategy.warmup", 0, integer=True)
-    if cfg.strategy.name == "trimmed_mean":
-        _num(cfg, "strategy.beta", 0, 0.499)
-    if cfg.strategy.name == "multikrum":
-        _num(cfg, "strategy.f", 0, integer=True, allow_none=True)
-        _num(cfg, "strategy.num_to_select", 1, n, integer=True, allow_none=True)
-    _num(cfg, "burnin.seed", 0, integer=True, allow_none=True)
-    _num(cfg, "burnin.epochs", 1, integer=True)
-    _num(cfg, "burnin.hist_epoch", 1, cfg.burnin.epochs, integer=True)
-    _num(cfg, "burnin.lr", 0, lo_open=True)
-    _num(cfg, "burnin.batch_size", 1, integer=True)
-    _num(cfg, "burnin.calib_steps", 2, integer=True)
-    _num(cfg, "burnin.calib_quantile", 0, 1)
-    _num(cfg, "split.burnin", 1, integer=True)
-    _num(cfg, "split.probe", 0, integer=True)
-    _num(cfg, "split.calib", 0, integer=True, allow_none=True)
-    if cfg.split.probe + int(cfg.split.get("calib") or 0) >= cfg.split.burnin:
+
+
+def _check_adaptive(cfg) -> None:
+    if cfg.strategy.name == "dgc" and cfg.strategy.hist == "lag":
+        raise ConfigError("attack=adaptive_update models DGC against the burn-in historical checkpoint; use "
+                          "strategy.hist=burnin (the attacker does not keep the lagged global models)")
+    if int(cfg.attack.probe_size) >= int(cfg.attack.val_size):
+        raise ConfigError(f"attack.probe_size={cfg.attack.probe_size} must be below attack.val_size="
+                          f"{cfg.attack.val_size} (the attacker's probe is part of its validation batch)")
+
+
+def _check_dgc(cfg) -> None:
+    s = cfg.strategy
+    if s.statistic != "absolute" and s.md_source != "server":
+        raise ConfigError(f"strategy.statistic={s.statistic} needs strategy.md_source=server (or statistic=absolute)")
+    if s.gate == "history":
+        k = cfg.fed.clients_per_round
+        k = cfg.fed.num_clients if k is None else k
+        if cfg.protocol == "harness" or (isinstance(k, int) and k < 3):
+            raise ConfigError("strategy.gate=history judges each update against the round's other updates and "
+                              f"needs at least 3 per round (here {1 if cfg.protocol == 'harness' else k}); use "
+                              "strategy=dgc_paper (the fitted P_t = mu + tau * t) or more clients per round")
+    if (s.mu is None) != (s.tau is None):
+        raise ConfigError("set both strategy.mu and strategy.tau, or neither (then both are fitted for "
+                          "strategy.target_fpr)")
+    if s.probe_size > cfg.split.probe:
+        raise ConfigError(f"strategy.probe_size={s.probe_size} exceeds split.probe={cfg.split.probe}")
+
+
+def _check_split(cfg) -> None:
+    if cfg.split.probe + int(cfg.split.calib or 0) >= cfg.split.burnin:
         raise ConfigError("split.probe + split.calib must be smaller than split.burnin; lower them or raise split.burnin")
-    if cfg.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"unknown device '{cfg.device}'; choose auto, cpu or cuda")
+
+
+CHECKS = (
+    (_when("strategy", "byzfl"), _check_byzfl),
+    (_always, _check_federation),
+    (_when("attack", "adaptive_update"), _check_adaptive),
+    (_when("strategy", "dgc"), _check_dgc),
+    (_always, _check_split),
+)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every value a run depends on (:data:`ENUMS`, :data:`RANGES`, then the rules that tie several keys
+    together, :data:`CHECKS`); raise ConfigError naming the fix."""
+    ray_address(cfg)
+    engine(cfg)
+    for when, path, allowed, hint in ENUMS:
+        if when(cfg):
+            val = OmegaConf.select(cfg, path)
+            if val not in allowed:
+                raise ConfigError(f"unknown {path} '{val}'; choose one of {list(allowed)}{hint}")
+    for when, path, lo, hi, flags in RANGES:
+        if when(cfg):
+            _num(cfg, path, lo, hi(cfg) if callable(hi) else hi, integer=INT in flags, lo_open=OPEN in flags,
+                 allow_none=NONE in flags)
+    for when, check in CHECKS:
+        if when(cfg):
+            check(cfg)
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
