@@ -140,12 +140,11 @@ def inprocess_rounds(cfg, entry, rounds: int, strategy_name: str | None = None) 
     cfg_json = to_json(cfg)
     model = load_model(cfg, entry["start"], entry["start_sha"])
     hist = load_model(cfg, entry["hist"], entry["hist_sha"])
-    probe_md = set_hist = None
+    probe_md = None
     if cfg.strategy.name == "dgc":
         px = to_float(plan.ds.x_train[plan.split.probe[: int(cfg.strategy.probe_size)]])
         probe_md = ProbeMD(load_model(cfg, entry["start"], entry["start_sha"]), px, get_params(hist))
-        set_hist = probe_md.set_hist
-    strategy, clip, _v = build_strategy(cfg, probe_md=probe_md, set_hist=set_hist)
+    strategy, clip, _v = build_strategy(cfg, probe_md=probe_md)
     arrays = get_params(model)
     conf = {"start-path": entry["start"], "start-sha": entry["start_sha"], "hist-path": entry["hist"],
             "hist-sha": entry["hist_sha"], "dsc-mu": 0.0, "dsc-tau": 0.0, "phase": "accumulate"}
@@ -198,7 +197,7 @@ def aggregation(cfg, entry, repeats: int = 10) -> dict:
             if c.strategy.get(k) is None:
                 c.strategy[k] = v
         pm = ProbeMD(load_model(cfg, entry["start"], entry["start_sha"]), px, get_params(hist)) if name == "dgc" else None
-        chains[name] = build_strategy(c, probe_md=pm, set_hist=pm.set_hist if pm else None)[0]
+        chains[name] = build_strategy(c, probe_md=pm)[0]
     ratio, t_gc, t_dgc = [], [], []
     for _ in range(repeats):
         ts = {}

@@ -102,8 +102,8 @@ def _mean(vals):
 
 
 def score_of(c: dict) -> float:
-    """The value DGC thresholded for one client in one round: ``stat`` (MD_k, its increase over MD(theta_t), or
-    the cohort z, per ``strategy.statistic``); ``md`` in logs written before the statistic was selectable."""
+    """The value DGC's gate judged for one client in one round: ``stat`` (MD_k - MD(theta_t)); ``md`` in logs that
+    predate the logged statistic."""
     return float(c["stat"]) if "stat" in c else float(c["md"])
 
 

@@ -53,6 +53,8 @@ CELL_KEYS += ("fed.clients_per_round", "fed.partition", "fed.dirichlet_alpha", "
 FITTED_KEYS = ("strategy.clip_norm", "strategy.mu", "strategy.tau")  # null asks for the run's own calibration
 # keys added after cells were recorded: a recorded config without them ran with these values
 LATER_KEYS = {"fed.attacker_data": "partition", "fed.classes_per_client": 2, "attack.beta": 0.0, "attack.md_form": "paper"}
+# DGC keys a config may lack (added later, or retired once one value was left): the value it ran with
+DGC_FIXED = {"strategy.mode": "clip", "strategy.statistic": "increase"}
 
 
 def _key(cfg, dotted: str):
@@ -61,7 +63,9 @@ def _key(cfg, dotted: str):
     v = OmegaConf.select(cfg, dotted, default=None)
     if v is None and dotted in LATER_KEYS:
         return LATER_KEYS[dotted]
-    return "clip" if v is None and dotted == "strategy.mode" and cfg.strategy.name == "dgc" else v
+    if v is None and cfg.strategy.name == "dgc":
+        return DGC_FIXED.get(dotted)
+    return v
 
 
 def check_cell_matches(cell: dict, out: Path) -> None:

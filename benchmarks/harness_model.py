@@ -50,13 +50,12 @@ def build(over):
     entry = ensure_burnin(cfg, log=lambda m: print("  burn-in:", m, flush=True))
     apply_calibration(cfg, entry, log=lambda m: print("  ", m, flush=True))
     plan = make_plan(cfg)
-    pm = sh = None
+    pm = None
     if cfg.strategy.name == "dgc":
         hist = load_model(cfg, entry["hist"], entry["hist_sha"])
         px = to_float(plan.ds.x_train[plan.split.probe[: int(cfg.strategy.probe_size)]])
         pm = ProbeMD(load_model(cfg, entry["start"], entry["start_sha"]), px, get_params(hist))
-        sh = pm.set_hist
-    s, clip, _ = build_strategy(cfg, probe_md=pm, set_hist=sh)
+    s, clip, _ = build_strategy(cfg, probe_md=pm)
     return cfg, entry, plan, s, clip
 
 

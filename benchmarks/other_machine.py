@@ -32,7 +32,7 @@ from fl_mdisc.experiment import make_plan  # noqa: E402
 from fl_mdisc.md import ProbeMD  # noqa: E402
 from fl_mdisc.models import get_params, set_params  # noqa: E402
 from fl_mdisc.train import evaluate, pick_device  # noqa: E402
-from strategies.clipping import apply_factor, dgc_factor, dgc_statistic, gc_factor, update_norm, update_of  # noqa: E402
+from strategies.clipping import apply_factor, dgc_factor, gc_factor, update_norm, update_of  # noqa: E402
 
 seeds = [int(s) for s in sys.argv[1].split(",")]
 R = int(sys.argv[2])
@@ -72,14 +72,14 @@ def cell(seed, strategy, attack):
             mal.append(pid in plan.malicious)
         facs = [1.0] * len(ups)
         if s.name in ("gc", "dgc"):
-            norms = [update_norm(u, s.get("norm", "l2")) for u in ups]
+            norms = [update_norm(u, s.norm) for u in ups]
             facs = [gc_factor(n, float(s.clip_norm)) for n in norms]
         if s.name == "dgc":
             P = float(s.mu) + float(s.tau) * (rnd - 1)
             cands = [apply_factor(theta, u, lr * f) for u, f in zip(ups, facs)]
-            mds = probe(cands + ([theta] if s.statistic == "increase" else []))
-            base = mds.pop() if s.statistic == "increase" else None
-            stats = dgc_statistic(mds, base, s.statistic)
+            mds = probe(cands + [theta])
+            base = mds.pop()
+            stats = [m - base for m in mds]  # s_k = MD_k - MD(theta_t), as strategies/dgc.py
             facs = [dgc_factor(n, float(s.clip_norm), st, P, f, s.mode) for n, st, f in zip(norms, stats, facs)]
             flags += [(st > P, m) for st, m in zip(stats, mal)]
         agg = [np.mean([f * u[i] for f, u in zip(facs, ups)], axis=0) for i in range(len(theta))]
@@ -115,7 +115,7 @@ import os  # noqa: E402
 
 for seed in seeds:
     for attack in os.environ.get("ATTACKS", "none,lambda_update").split(","):
-        for strategy in os.environ.get("STRATS", "st,gc,dgc").split(","):
+        for strategy in os.environ.get("STRATS", "st,gc,dgc_paper").split(","):
             doc["cells"].append(cell(seed, strategy, attack))
             out_path.parent.mkdir(parents=True, exist_ok=True)
             out_path.write_text(json.dumps(doc, indent=1))

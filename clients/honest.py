@@ -7,8 +7,7 @@ pass), see :func:`fl_mdisc.data.stream_batch`), applies crop+flip from a generat
 partition), optionally has it replaced by a poisoned batch (``attack=stream_poison`` victims: placement (b)),
 then corrects it with DSC (threshold P = mu + tau * m, m = r - 1 batches since the phase began) or AT, and
 takes ``local_steps`` SGD steps at ``client_lr`` on it (FedAvg's local training on the batch that arrived;
-:func:`fl_mdisc.train.local_sgd`). It reports the mean MD of its incoming samples against theta_hist whenever
-the historical model is available (DSC or DGC with ``md_source=client``).
+:func:`fl_mdisc.train.local_sgd`). Under DSC it reports the mean MD of its incoming samples against theta_hist.
 """
 
 from __future__ import annotations
@@ -54,22 +53,15 @@ def train_honest(cfg_json: str, params: list, conf, pid: int) -> tuple[list, dic
         x, y = _poison_stream(cfg_json, cfg, plan, model, x, y, phase, conf)
         poisoned = 1
     md_log = _md_log(cfg_json, cfg, conf, model, x_clean, x) if cfg.get("log_md") else {}
-    need_hist = cfg.defense.name == "dsc" or (cfg.strategy.name == "dgc" and cfg.strategy.md_source == "client")
     md_client, corrected, steps_total = 0.0, 0, 0
-    if need_hist:
+    if cfg.defense.name == "dsc":
         hist = runtime.model_from(cfg_json, str(conf["hist-path"]), str(conf["hist-sha"]))
-        if cfg.defense.name == "dsc":
-            P = threshold(float(conf["dsc-mu"]), float(conf["dsc-tau"]), rnd - 1)
-            x, steps, md_before = dsc_correct(model, hist, x, y, P, cfg.defense.eps, cfg.defense.step_size,
-                                              int(cfg.defense.max_steps), bool(cfg.defense.per_sample),
-                                              cfg.defense.measure)
-            corrected, steps_total = int((steps > 0).sum()), int(steps.sum())
-            md_client = float(md_before.mean())
-        else:
-            with torch.no_grad():
-                hist.eval()
-                model.eval()
-                md_client = float(md_from_logits(hist(x), model(x)).mean())
+        P = threshold(float(conf["dsc-mu"]), float(conf["dsc-tau"]), rnd - 1)
+        x, steps, md_before = dsc_correct(model, hist, x, y, P, cfg.defense.eps, cfg.defense.step_size,
+                                          int(cfg.defense.max_steps), bool(cfg.defense.per_sample),
+                                          cfg.defense.measure)
+        corrected, steps_total = int((steps > 0).sum()), int(steps.sum())
+        md_client = float(md_before.mean())
     elif cfg.defense.name == "at":
         x = at_correct(model, x, y, cfg.defense.eps, cfg.defense.step_size, int(cfg.defense.max_steps),
                        float(cfg.defense.kl_weight))

@@ -8,7 +8,7 @@ how DGC scores an update and keeps its own estimate of that score under a budget
 Threat model. The attacker knows: the protocol (server lr eta, the GC/DGC rules, their statistic and their
 calibration rule, the clients' batch size, lr and local steps, the federation's shape: N, K, the number of
 attackers, the partition law), the global model theta_t it receives every round, the burn-in historical checkpoint
-theta_hist that DGC measures against (``strategy.hist=burnin``; every client receives it, as DSC needs it), and its
+theta_hist that DGC measures against (every client receives it, as DSC needs it), and its
 own clean data (its validation batch and stream). It does not know: the server's probe set, the server's calibration
 set and therefore the exact C and P_t, the honest clients' data or updates.
 
@@ -107,7 +107,7 @@ def attacker_view(cfg):
         view.strategy = OmegaConf.load(conf_dir() / "strategy" / "dgc.yaml")
     view.strategy.clip_norm = view.strategy.mu = view.strategy.tau = None
     view.strategy.probe_size = int(cfg.attack.probe_size)
-    view.strategy.calib_rounds = min(int(view.strategy.get("calib_rounds") or 50), int(cfg.num_rounds))
+    view.strategy.calib_rounds = min(int(view.strategy.calib_rounds), int(cfg.num_rounds))
     return view
 
 
@@ -124,7 +124,7 @@ def attacker_calibration(cfg, entry: dict, pid: int, data, probe, log=print, dev
     from .config import config_hash
 
     view = attacker_view(cfg)
-    gate = str(view.strategy.get("gate", "history"))
+    gate = str(view.strategy.gate)
     view.strategy.gate = "paper"  # the simulation measures the statistic of every simulated honest update
     data, probe = np.asarray(data, dtype=np.int64), np.asarray(probe, dtype=np.int64)
     key = calibration_key(view, entry) | {"gate": gate, 
@@ -140,7 +140,7 @@ def attacker_calibration(cfg, entry: dict, pid: int, data, probe, log=print, dev
             pass
     log(f"attacker {pid}: running DGC's calibration rule on its own {len(data)} images ({key['rounds']} rounds)")
     sim = simulate(view, entry, log=log, device=device, data=data, probe=probe)
-    steps, vals = statistic_values(sim.pop("records"), key["statistic"])
+    steps, vals = statistic_values(sim.pop("records"))
     fit = {"key": key, **sim, "statistic": key["statistic"], "gate": gate}
     if gate == "paper":
         mu, tau = fit_fpr_threshold(steps, vals, key["target_fpr"])

@@ -16,15 +16,14 @@ DGC follow on clean data).
 
 * C = median of ||Delta_k|| (in ``strategy.norm``: L2, or L-infinity) over rounds 1..10 (a 10-round pre-pass without clipping), as the earlier
   hand-run calibration did (DESIGN.md section 5).
-* For every simulated update DGC's statistic s_k is measured exactly as the strategy measures it
-  (:func:`strategies.clipping.dgc_statistic` semantics, here computed with the same probe set and candidate
-  theta_t + eta f_k Delta_k), and the threshold P_t = mu + tau * t is fitted for a target false-positive rate
+* For every simulated update DGC's statistic s_k = MD_k - MD(theta_t) is measured exactly as the strategy measures
+  it (:class:`strategies.dgc.DiscrepancyAwareClipping`: the same probe set and candidate theta_t + eta f_k Delta_k), and the threshold P_t = mu + tau * t is fitted for a target false-positive rate
   alpha = ``strategy.target_fpr``: tau = least-squares slope of s over t (clipped at 0), mu = the order
   statistic of the detrended values s - tau * t with floor(alpha n) values above it, so that at most alpha of
   the n simulated honest updates lie above P_t (:func:`fit_fpr_threshold`).
 
 Cache: ``<burn-in dir>/calibration-<key>.json``; the key holds every input that changes the result (the
-burn-in checkpoints' SHA-256, split, protocol, statistic, probe size, historical-model mode, alpha, R_c).
+burn-in checkpoints' SHA-256, split, protocol, statistic, probe size, alpha, R_c).
 Explicit ``strategy.clip_norm`` / ``strategy.mu`` + ``strategy.tau`` (or ``calib.*``) override the rule.
 
 Realistic federations. The simulation follows the protocol the server announced: with K of N clients per round,
@@ -49,7 +48,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +61,6 @@ from .models import get_params, set_params
 from .train import local_sgd
 
 FORMAT = 1
-STATS_NEEDING_FIT = ("absolute", "increase")
 
 
 def fit_fpr_threshold(steps, values, target_fpr: float, slope: bool = True) -> tuple[float, float]:
@@ -93,12 +90,10 @@ def calibration_key(cfg, entry: dict) -> dict:
         "protocol": cfg.protocol, "n_honest": n_honest(cfg), "B": int(fed.batch_size), "client_lr": float(fed.client_lr),
         "local_steps": int(fed.local_steps), "server_lr": float(fed.server_lr), "momentum": float(fed.server_momentum),
         "augment": bool(cfg.dataset.augment), "rounds": calib_rounds(cfg),
-        "statistic": measured_statistic(cfg),
-        "probe_size": int(s.get("probe_size") or cfg.split.probe), "hist_mode": str(s.get("hist", "burnin")),
-        "hist_lag": int(s.get("hist_lag") or 0) if s.get("hist") == "lag" else 0,
-        "target_fpr": float(s.get("target_fpr") or 0.05), "seed": int(cfg.burnin.seed),
+        "statistic": measured_statistic(cfg), "probe_size": int(probe_size(cfg)),
+        "target_fpr": float(s.target_fpr) if measured_statistic(cfg) else None, "seed": int(cfg.burnin.seed),
         "assumed_f": assumed_f(cfg),
-        "clip_norm": None if s.get("clip_norm") is None else float(s.clip_norm), "norm": str(s.get("norm", "l2")),
+        "clip_norm": None if s.get("clip_norm") is None else float(s.clip_norm), "norm": str(s.norm),
     } | _federation_key(cfg)
 
 
@@ -122,11 +117,15 @@ def _federation_key(cfg) -> dict:
 
 
 def measured_statistic(cfg) -> str | None:
-    """The DGC statistic the simulation measures: only the paper gate fits a threshold on it (None: C only)."""
+    """The DGC statistic the simulation measures, ``increase`` (s_k = MD_k - MD(theta_t), as
+    :class:`strategies.dgc.DiscrepancyAwareClipping`): only the paper gate fits a threshold on it (None: C only)."""
     s = cfg.strategy
-    if s.name != "dgc" or s.get("gate", "history") != "paper":
-        return None
-    return str(s.get("statistic", "increase"))
+    return "increase" if s.name == "dgc" and s.gate == "paper" else None
+
+
+def probe_size(cfg) -> int:
+    """The probe images DGC measures MD on: ``strategy.probe_size`` for DGC, ``split.probe`` otherwise (unused)."""
+    return int(cfg.strategy.probe_size) if cfg.strategy.name == "dgc" else int(cfg.split.probe)
 
 
 def n_honest(cfg) -> int:
@@ -139,8 +138,8 @@ def calib_rounds(cfg) -> int:
     at about ``calib_updates`` simulated honest updates (400: 100 rounds of the 4 honest clients of the default
     5-client federation, 45 rounds of 9 honest participants), never fewer than 20 rounds."""
     s = cfg.strategy
-    R = int(s.get("calib_rounds") or 50)
-    cap = s.get("calib_updates")
+    R = int(s.calib_rounds)
+    cap = s.get("calib_updates")  # only DGC's paper gate measures many rounds; GC and ByzFL use the first 10
     if cap is None:
         return R
     return max(min(R, 20), min(R, int(math.ceil(int(cap) / honest_per_round(cfg)))))
@@ -164,7 +163,7 @@ def simulated_population(cfg) -> int:
     nh = n_honest(cfg)
     if str(cfg.fed.partition) == "iid":
         return nh
-    return max(nh, int(cfg.strategy.get("calib_population") or 100))
+    return max(nh, int(cfg.strategy.calib_population))
 
 
 def label_skew(cfg, n_clients: int, seed: int, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray] | None:
@@ -216,7 +215,7 @@ class _Sim:
         self.model = load_model(cfg, entry["start"], entry["start_sha"], device)
         self.start = get_params(self.model)
         self.hist = get_params(load_model(cfg, entry["hist"], entry["hist_sha"], device))
-        size = int(cfg.strategy.get("probe_size") or cfg.split.probe)
+        size = probe_size(cfg)
         probe_x = to_float(ds.x_train[split.probe[:size] if probe is None else np.asarray(probe)]).to(device)
         self.probe = ProbeMD(load_model(cfg, entry["start"], entry["start_sha"], device), probe_x, self.hist)
         self.seed = int(cfg.burnin.seed)
@@ -274,14 +273,12 @@ def simulate(cfg, entry, log=print, device="cpu", data=None, probe=None) -> dict
     R = calib_rounds(cfg)
     lr, mom, eta = float(cfg.fed.server_lr), float(cfg.fed.server_momentum), float(cfg.fed.server_lr)
     stat = measured_statistic(cfg)
-    lag = int(cfg.strategy.hist_lag) if cfg.strategy.get("hist") == "lag" else 0
-    kind = str(cfg.strategy.get("norm", "l2"))
+    kind = str(cfg.strategy.norm)
     t0 = time.time()
 
     def trajectory(rounds: int, clip_norm: float | None, measure: bool):
         theta = [a.copy() for a in sim.start]
         v = None
-        history: deque = deque(maxlen=lag + 1 if lag else 1)
         recs = []
         for rnd in range(1, rounds + 1):
             pop = sim.population
@@ -290,9 +287,6 @@ def simulate(cfg, entry, log=print, device="cpu", data=None, probe=None) -> dict
             norms = [_norm(u, kind) for u in ups]
             facs = [1.0 if clip_norm is None or n <= clip_norm else clip_norm / n for n in norms]
             if measure:
-                if lag:
-                    history.append([a.copy() for a in theta])
-                    sim.probe.set_hist(history[0])
                 cands = [[(t + eta * f * u).astype(t.dtype) for t, u in zip(theta, up)] for up, f in zip(ups, facs)]
                 mds = sim.probe(cands + [theta])
                 base = mds.pop()
@@ -319,13 +313,9 @@ def simulate(cfg, entry, log=print, device="cpu", data=None, probe=None) -> dict
     return out
 
 
-def statistic_values(recs: list[dict], statistic: str) -> tuple[list[int], list[float]]:
-    """(steps t = round - 1, s) of the simulated honest updates for ``statistic``."""
-    if statistic == "absolute":
-        return [r["round"] - 1 for r in recs], [r["md"] for r in recs]
-    if statistic == "increase":
-        return [r["round"] - 1 for r in recs], [r["md"] - r["md_base"] for r in recs]
-    raise ValueError(f"unknown statistic {statistic!r}")
+def statistic_values(recs: list[dict]) -> tuple[list[int], list[float]]:
+    """(steps t = round - 1, s_k = MD_k - MD(theta_t)) of the simulated honest updates."""
+    return [r["round"] - 1 for r in recs], [r["md"] - r["md_base"] for r in recs]
 
 
 def calibrate(cfg, entry: dict, log=print, device="cpu") -> dict:
@@ -346,7 +336,7 @@ def calibrate(cfg, entry: dict, log=print, device="cpu") -> dict:
     fit = {"key": key, **sim, "path": str(path)}
     if key["statistic"] is not None:
         stat = key["statistic"]
-        steps, vals = statistic_values(recs, stat)
+        steps, vals = statistic_values(recs)
         fit.update({"statistic": stat, "target_fpr": key["target_fpr"],
                     "values": {"steps": steps, "stat": [round(v, 8) for v in vals],
                                "norm": [round(r["norm"], 6) for r in recs]}})

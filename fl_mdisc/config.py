@@ -43,8 +43,8 @@ def _group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
 
 
-def compose(overrides: list[str] | None = None, experiment: str | None = None) -> DictConfig:
-    """Compose conf/config.yaml with an experiment and hydra overrides, then validate it."""
+def compose(overrides: list[str] | None = None) -> DictConfig:
+    """Compose conf/config.yaml with hydra overrides, then validate it."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -52,16 +52,10 @@ def compose(overrides: list[str] | None = None, experiment: str | None = None) -
     from omegaconf.errors import OmegaConfBaseException
 
     overrides = list(overrides or [])
-    if experiment:
-        if experiment not in _group_options("experiment"):
-            raise ConfigError(
-                f"unknown experiment '{experiment}'; choose one of {_group_options('experiment')}"
-            )
-        overrides = [f"experiment={experiment}"] + overrides
     fixed = []
     for ov in overrides:
         key = ov.split("=", 1)[0].lstrip("+~")
-        if key in ("strategy", "attack", "defense", "dataset", "model", "preset", "experiment"):
+        if key in ("strategy", "attack", "defense", "dataset", "model", "preset"):
             val = (ov.split("=", 1)[1] if "=" in ov else "").strip("'\"")
             opts = _group_options(key)
             if val not in opts:
@@ -233,7 +227,6 @@ RANGES = (
     (_when("strategy", "dgc"), "strategy.tau", 0, None, {NONE}),
     (_when("strategy", "dgc"), "strategy.target_fpr", 0, 0.5, {OPEN, NONE}),
     (_when("strategy", "dgc"), "strategy.probe_size", 1, None, {INT}),
-    (_when("strategy", "dgc"), "strategy.hist_lag", 1, None, {INT}),
     (_when("strategy", "fldetector"), "strategy.window", 1, None, {INT}),
     (_when("strategy", "fldetector"), "strategy.memory", 1, None, {INT}),
     (_when("strategy", "fldetector"), "strategy.warmup", 0, None, {INT}),
@@ -266,11 +259,8 @@ ENUMS = (
     (_when("attack", *LAMBDA_ATTACKS), "attack.norm_ref", ("start", "round", "lambda"), ""),
     (_when("defense", "dsc"), "defense.measure", ("kl", "js"), ""),
     (_when("strategy", "gc", "dgc"), "strategy.norm", ("l2", "linf"), ""),
-    (_when("strategy", "dgc"), "strategy.statistic", ("increase", "absolute"), ""),
     (_when("strategy", "dgc"), "strategy.gate", ("history", "paper"), " (paper: strategy=dgc_paper)"),
-    (_when("strategy", "dgc"), "strategy.hist", ("burnin", "lag"), ""),
     (_when("strategy", "dgc"), "strategy.mode", ("clip", "scale"), ""),
-    (_when("strategy", "dgc"), "strategy.md_source", ("server", "client"), ""),
 )
 
 
@@ -299,9 +289,6 @@ def _check_federation(cfg) -> None:
 
 
 def _check_adaptive(cfg) -> None:
-    if cfg.strategy.name == "dgc" and cfg.strategy.hist == "lag":
-        raise ConfigError("attack=adaptive_update models DGC against the burn-in historical checkpoint; use "
-                          "strategy.hist=burnin (the attacker does not keep the lagged global models)")
     if int(cfg.attack.probe_size) >= int(cfg.attack.val_size):
         raise ConfigError(f"attack.probe_size={cfg.attack.probe_size} must be below attack.val_size="
                           f"{cfg.attack.val_size} (the attacker's probe is part of its validation batch)")
@@ -309,8 +296,6 @@ def _check_adaptive(cfg) -> None:
 
 def _check_dgc(cfg) -> None:
     s = cfg.strategy
-    if s.statistic != "absolute" and s.md_source != "server":
-        raise ConfigError(f"strategy.statistic={s.statistic} needs strategy.md_source=server (or statistic=absolute)")
     if s.gate == "history":
         k = cfg.fed.clients_per_round
         k = cfg.fed.num_clients if k is None else k
@@ -376,7 +361,7 @@ def config_hash(data: dict[str, Any]) -> str:
 
 
 def load_run_config(run_config: dict[str, Any]) -> DictConfig:
-    """Build the config from Flower's run config: config-file wins, else experiment + overrides."""
+    """Build the config from Flower's run config: config-file wins, else overrides."""
     path = str(run_config.get("config-file", "") or "")
     if path:
         p = Path(path)
@@ -386,9 +371,7 @@ def load_run_config(run_config: dict[str, Any]) -> DictConfig:
         OmegaConf.set_struct(cfg, False)
         validate(cfg)
         return cfg
-    cfg = compose(split_overrides(str(run_config.get("overrides", ""))),
-                  experiment=str(run_config.get("experiment", "") or "") or None)
-    return cfg
+    return compose(split_overrides(str(run_config.get("overrides", ""))))
 
 
 def resolve_paths(cfg: DictConfig, base: Path | None = None) -> None:

@@ -97,25 +97,6 @@ def flagged_factor(norm: float, clip_norm: float, ratio: float, gc_fac: float, m
     return gc_factor(norm, clip_norm * ratio)
 
 
-STATISTICS = ("absolute", "increase")
-
-
-def dgc_statistic(md_cand: list[float], md_base: float | None, kind: str) -> list[float]:
-    """The per-update value DGC's gate judges.
-
-    * ``increase``: s_k = MD_k - MD(theta_t), what this update adds (one more probe forward per round).
-    * ``absolute``: s_k = MD_k, the MD of the candidate theta_t + eta f_k Delta_k against theta_hist (it carries the
-      MD of theta_t itself, which grows with the rounds and with the distance between the two burn-in checkpoints).
-    """
-    if kind == "absolute":
-        return [float(m) for m in md_cand]
-    if kind == "increase":
-        if md_base is None:
-            raise ValueError("statistic='increase' needs MD(theta_t)")
-        return [float(m) - float(md_base) for m in md_cand]
-    raise ValueError(f"unknown DGC statistic {kind!r}; choose one of {STATISTICS}")
-
-
 def apply_factor(current: list[np.ndarray], update: list[np.ndarray], factor: float) -> list[np.ndarray]:
     """theta_t + factor * Delta, in the dtype of the current model."""
     return [(c + factor * u).astype(c.dtype) for c, u in zip(current, update)]

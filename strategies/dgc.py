@@ -12,10 +12,8 @@ Delta_k at round t:
    on a small server-held clean probe set (FLTrust-style root data, disjoint from the test set); eta is the server
    learning rate (``step_scale``): the candidate is the model the server would reach if this update alone were the
    aggregate (without momentum).
-3. The statistic (``statistic``, :func:`strategies.clipping.dgc_statistic`): ``increase`` (default)
-   s_k = MD_k - MD(theta_t), what the update adds (it does not carry theta_t's own drift away from theta_hist);
-   ``absolute`` s_k = MD_k. With ``md_source=client`` the statistic is the mean MD a client reports for its own
-   incoming samples (the stream-injection placement).
+3. The statistic s_k = MD_k - MD(theta_t): what the update adds to the discrepancy (one more probe forward per
+   round; it does not carry theta_t's own drift away from theta_hist, which grows with the rounds).
 4. The gate (``gate``) flags updates and gives each flagged one a shrink ratio r in [0, 1]:
 
    * ``history`` (default, :class:`fl_mdisc.history.HistoryGate`): a per-client score from the client's own past
@@ -27,21 +25,19 @@ Delta_k at round t:
    shrunken bound C_k = C r (``mode="clip"``), or its GC-clipped update is scaled by r whatever its norm
    (``mode="scale"``) (:func:`strategies.clipping.flagged_factor`).
 
-theta_hist is the burn-in historical checkpoint (``hist=burnin``, as DSC's epoch-20 model) or the global model
-``hist_lag`` rounds ago (``hist=lag``). Every round logs MD_k, s_k, the gate's score and reference, C_k and the flag
-of each client; the gate's memory and the lagged models are checkpointed (:meth:`state`).
+theta_hist is the burn-in historical checkpoint (as DSC's epoch-20 model). Every round logs MD_k, s_k, MD(theta_t),
+the gate's score and reference, C_k and the flag of each client; the gate's memory is checkpointed (:meth:`state`).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from logging import INFO
 
 from flwr.common import log
 from flwr.serverapp.strategy import Strategy
 
-from .clipping import DGC_MODES, STATISTICS, apply_factor, dgc_statistic, flagged_factor, shrink
+from .clipping import DGC_MODES, apply_factor, flagged_factor, shrink
 from .gc import GradientClipping
 
 
@@ -80,63 +76,46 @@ class DiscrepancyAwareClipping(GradientClipping):
         ``gate(round, partition ids, statistics) -> [(flagged, shrink ratio r in [0, 1], log entries)]`` with
         ``state()`` and ``load_state()``: :class:`PaperGate` (r = P_t / s_k) or :class:`fl_mdisc.history.HistoryGate`.
     probe_md : callable
-        Candidate models -> their MD on the server's probe set (``md_source='server'``).
+        Candidate models -> their MD on the server's probe set.
+    step_scale : float
+        eta, the server learning rate: the candidate of an update is theta_t + eta f_k Delta_k.
+    mode : str
+        ``clip`` (a flagged update's bound is C r) or ``scale`` (its GC-clipped update is scaled by r).
+    norm : str
+        ``l2`` or ``linf``, GC's norm.
     """
 
-    def __init__(self, strategy: Strategy, clip_norm: float, gate, probe_md: Callable[[list], list[float]] | None = None,
-                 set_hist: Callable[[list], None] | None = None, md_source: str = "server",
-                 hist_lag: int | None = None, step_scale: float = 1.0, mode: str = "clip",
-                 statistic: str = "increase", norm: str = "l2") -> None:
+    def __init__(self, strategy: Strategy, clip_norm: float, gate, probe_md: Callable[[list], list[float]],
+                 step_scale: float = 1.0, mode: str = "clip", norm: str = "l2") -> None:
         super().__init__(strategy, clip_norm, norm)
         if mode not in DGC_MODES:
             raise ValueError(f"unknown DGC mode {mode!r}; choose one of {DGC_MODES}")
-        if statistic not in STATISTICS:
-            raise ValueError(f"unknown DGC statistic {statistic!r}; choose one of {STATISTICS}")
-        if statistic != "absolute" and md_source != "server":
-            raise ValueError("statistic 'increase' needs md_source='server'")
-        if md_source == "server" and probe_md is None:
-            raise ValueError("md_source='server' needs a probe_md callable")
-        self.gate, self.mode, self.statistic = gate, mode, statistic
-        self.probe_md, self.set_hist, self.md_source = probe_md, set_hist, md_source
-        self.hist_lag = hist_lag
+        if probe_md is None:
+            raise ValueError("DGC needs a probe_md callable (the MD of candidate models on the server's probe set)")
+        self.gate, self.mode, self.probe_md = gate, mode, probe_md
         self.step_scale = float(step_scale)
-        self.history: deque = deque(maxlen=(hist_lag + 1) if hist_lag else 1)
 
     def summary(self) -> None:
-        log(INFO, "\t├── DGC (%s gate: %s; %s, %s statistic): C=%s, MD from %s", self.gate.name, self.gate.describe(),
-            self.mode, self.statistic, self.clip_norm, self.md_source)
+        log(INFO, "\t├── DGC (%s gate: %s; %s): C=%s", self.gate.name, self.gate.describe(), self.mode,
+            self.clip_norm)
         super().summary()
 
     def state(self) -> dict:
-        return {"lagged": list(self.history) if self.hist_lag else None, "gate": self.gate.state()}
+        return {"gate": self.gate.state()}
 
     def load_state(self, state: dict) -> None:
-        if state.get("lagged"):
-            self.history.extend(state["lagged"])
         if state.get("gate") is not None:
             self.gate.load_state(state["gate"])
 
-    def configure_train(self, server_round, arrays, config, grid):
-        msgs = super().configure_train(server_round, arrays, config, grid)
-        if self.hist_lag and self.set_hist is not None:
-            self.history.append(self.current_arrays)
-            self.set_hist(self.history[0])  # the global model hist_lag rounds ago (oldest kept)
-        return msgs
-
     def statistics(self, items, gc) -> tuple[list[float], list[float], float | None]:
-        """(MD_k, s_k, MD(theta_t) or None) of the round's GC-clipped candidates."""
-        base = None
-        if self.md_source == "server":
-            cands = [apply_factor(self.current_arrays, upd, self.step_scale * fac)
-                     for (_p, upd, _m), (fac, _e) in zip(items, gc)]
-            if self.statistic == "increase" and cands:
-                cands.append([a.copy() for a in self.current_arrays])
-            mds = self.probe_md(cands) if cands else []
-            if self.statistic == "increase" and mds:
-                base = mds.pop()
-        else:
-            mds = [float(m.get("md-client", 0.0)) for (_p, _u, m) in items]
-        return mds, dgc_statistic(mds, base, self.statistic), base
+        """(MD_k, s_k = MD_k - MD(theta_t), MD(theta_t)) of the round's GC-clipped candidates."""
+        if not items:
+            return [], [], None
+        cands = [apply_factor(self.current_arrays, upd, self.step_scale * fac)
+                 for (_p, upd, _m), (fac, _e) in zip(items, gc)]
+        mds = [float(m) for m in self.probe_md(cands + [[a.copy() for a in self.current_arrays]])]
+        base = mds.pop()
+        return mds, [m - base for m in mds], base
 
     def clip_factors(self, server_round, items):
         gc = super().clip_factors(server_round, items)

@@ -77,7 +77,7 @@ def attack_params(cfg) -> dict:
     return {k: a.get(k) for k in ("tau", "mu", "sigma", "epsilon", "optimal") if a.get(k) is not None}
 
 
-def build_strategy(cfg, probe_md=None, set_hist=None, malicious=()):
+def build_strategy(cfg, probe_md=None, malicious=()):
     """Return (outer strategy, defence wrapper (GC, DGC, FLDetector) or None, validator); ``outer.sampler`` is the
     sampling wrapper."""
     from fl_mdisc.sampling import clients_per_round, participants
@@ -89,14 +89,14 @@ def build_strategy(cfg, probe_md=None, set_hist=None, malicious=()):
     inner = sampler
     clip = None
     s = cfg.strategy
-    paper = s.name == "dgc" and s.get("gate", "history") == "paper"
+    paper = s.name == "dgc" and s.gate == "paper"
     missing = [k for k in (("clip_norm",) if s.name in ("gc", "dgc") and not paper else ("clip_norm", "mu", "tau")
                            if paper else ()) if s.get(k) is None]
     if missing:
         raise ValueError(f"strategy.{'/'.join(missing)} not set: call fl_mdisc.calibration.apply_calibration(cfg, "
                          "entry) first (the ServerApp does) or give them explicitly")
     if s.name == "gc":
-        clip = inner = GradientClipping(inner, float(s.clip_norm), norm=str(s.get("norm", "l2")))
+        clip = inner = GradientClipping(inner, float(s.clip_norm), norm=str(s.norm))
     elif s.name == "dgc":
         if paper:
             gate = PaperGate(float(s.mu), float(s.tau))
@@ -104,11 +104,9 @@ def build_strategy(cfg, probe_md=None, set_hist=None, malicious=()):
             from fl_mdisc.history import HistoryGate
 
             gate = HistoryGate(alpha=float(s.alpha), pool_rounds=int(s.pool_rounds), kappa=float(s.kappa))
-        clip = inner = DiscrepancyAwareClipping(
-            inner, float(s.clip_norm), gate, probe_md=probe_md, set_hist=set_hist,
-            md_source=str(s.md_source), hist_lag=int(s.hist_lag) if s.hist == "lag" else None,
-            step_scale=float(cfg.fed.server_lr), mode=str(s.get("mode", "clip")),
-            statistic=str(s.get("statistic", "increase")), norm=str(s.get("norm", "l2")))
+        clip = inner = DiscrepancyAwareClipping(inner, float(s.clip_norm), gate, probe_md=probe_md,
+                                                step_scale=float(cfg.fed.server_lr), mode=str(s.mode),
+                                                norm=str(s.norm))
     elif s.name == "fldetector":
         from .fldetector import FLDetector
 

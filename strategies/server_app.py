@@ -99,7 +99,7 @@ def run_many(grid: Grid, run_config: dict) -> list[dict]:
     """``config-files`` (";"-joined): run the cells one after the other on this federation, skipping those whose
     ``summary.json`` exists (the sweep commands group the cells of one federation size this way, which saves a
     SuperLink + Ray start-up per cell; clients are stateless, so every cell gives the numbers it gives alone).
-    Otherwise one run of ``config-file`` / ``experiment`` + ``overrides``."""
+    Otherwise one run of ``config-file`` or ``overrides``."""
     paths = [p for p in str(run_config.get("config-files", "") or "").split(";") if p]
     if not paths:
         return [run(grid, run_config)]
@@ -170,7 +170,7 @@ def prepare(cfg, out: Path):
     source = "explicit (config)" if fit is None else "fitted (calibration.py)"
     if cfg.strategy.name == "dgc":
         calib["dgc"] = {"clip_norm": cfg.strategy.clip_norm, "mu": cfg.strategy.mu, "tau": cfg.strategy.tau,
-                        "statistic": cfg.strategy.statistic,
+                        "statistic": "increase",
                         "source": "explicit (config)" if fit is None or "mu" not in fit else source}
     elif cfg.strategy.name == "byzfl" and fit is not None:
         calib["byzfl"] = {"clip_norm": cfg.strategy.clip_norm, "source": source}
@@ -185,13 +185,12 @@ def build_server(cfg, entry, plan, dev):
     """The global model at theta_start and the strategy chain, DGC's probe on the server's own data included.
     Returns (model, outer strategy, defence wrapper or None, reply validator)."""
     model = load_model(cfg, entry["start"], entry["start_sha"], dev)
-    probe_md = set_hist = None
-    if cfg.strategy.name == "dgc" and cfg.strategy.md_source == "server":
+    probe_md = None
+    if cfg.strategy.name == "dgc":
         hist_model = load_model(cfg, entry["hist"], entry["hist_sha"], dev)
         probe_x = to_float(plan.ds.x_train[plan.split.probe[: int(cfg.strategy.probe_size)]]).to(dev)
-        prober = ProbeMD(load_model(cfg, entry["start"], entry["start_sha"], dev), probe_x, get_params(hist_model))
-        probe_md, set_hist = prober, prober.set_hist
-    strategy, clip, validator = build_strategy(cfg, probe_md=probe_md, set_hist=set_hist, malicious=plan.malicious)
+        probe_md = ProbeMD(load_model(cfg, entry["start"], entry["start_sha"], dev), probe_x, get_params(hist_model))
+    strategy, clip, validator = build_strategy(cfg, probe_md=probe_md, malicious=plan.malicious)
     if cfg.strategy.name in ("multikrum", "byzfl"):
         from .factory import defence_f
 

@@ -141,8 +141,6 @@ def test_launcher_prepares_what_the_client_loads(tiny, monkeypatch):
 
 
 def test_config_rules(tiny):
-    with pytest.raises(ConfigError, match="hist=burnin"):
-        _adaptive(tiny, "strategy.hist=lag")
     with pytest.raises(ConfigError, match="md_budget"):
         _adaptive(tiny, "attack.md_budget=0")
     with pytest.raises(ConfigError, match="probe_size"):

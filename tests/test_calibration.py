@@ -8,7 +8,6 @@ import pytest
 from fl_mdisc.burnin import burnin_key, ensure_burnin
 from fl_mdisc.calibration import apply_calibration, calibrate, calibration_key, fit_fpr_threshold, n_honest
 from fl_mdisc.experiment import make_plan
-from strategies.clipping import dgc_statistic
 
 from .conftest import tiny_cfg, tiny_overrides
 
@@ -39,15 +38,6 @@ def test_the_simulation_assumes_only_what_the_server_is_told(tiny):
     assert n_honest(_cfg(tiny, "fed.num_clients=10", "fed.num_malicious=3", "assume.f=2")) == 8
 
 
-class TestDgcStatistic:
-    def test_absolute_and_increase(self):
-        md = [1.0, 1.2, 0.9, 3.0]
-        assert dgc_statistic(md, None, "absolute") == md
-        assert dgc_statistic(md, 0.8, "increase") == pytest.approx([0.2, 0.4, 0.1, 2.2])
-        with pytest.raises(ValueError, match="unknown DGC statistic"):
-            dgc_statistic(md, None, "nope")
-
-
 def _cfg(tiny, *extra):
     return tiny_cfg(tiny, "strategy=dgc_paper", "strategy.calib_rounds=12", *extra)
 
@@ -57,8 +47,8 @@ def test_calibration_key_changes_with_every_input(tiny):
     entry = ensure_burnin(cfg, log=lambda m: None)
     k0 = calibration_key(cfg, entry)
     for ov in ("fed.batch_size=40", "fed.client_lr=0.5", "fed.local_steps=2", "fed.server_lr=0.05",
-               "fed.server_momentum=0.5", "fed.num_clients=4", "strategy.statistic=absolute",
-               "strategy.probe_size=400", "strategy.target_fpr=0.1", "strategy.calib_rounds=13", "strategy.hist=lag",
+               "fed.server_momentum=0.5", "fed.num_clients=4",
+               "strategy.probe_size=400", "strategy.target_fpr=0.1", "strategy.calib_rounds=13",
                "split.calib=120", "strategy.clip_norm=1.0", "protocol=harness", "fed.clients_per_round=2",
                "fed.partition=dirichlet", "fed.partition=pathological"):
         c = _cfg(tiny, ov)

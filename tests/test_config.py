@@ -16,7 +16,7 @@ from fl_mdisc.errors import ConfigError
     (["defense=dsc", "defense.mu=-1"], "defense.mu=-1 is out of range"),
     (["strategy=dgc", "strategy.tau=-0.1", "strategy.mu=0.1"], "strategy.tau=-0.1 is out of range"),
     (["strategy=dgc", "strategy.mu=0.1"], "set both strategy.mu and strategy.tau"),
-    (["strategy=dgc", "strategy.statistic=foo"], "unknown strategy.statistic 'foo'"),
+    (["strategy=dgc", "strategy.gate=foo"], "unknown strategy.gate 'foo'"),
     (["strategy=dgc", "strategy.target_fpr=0.9"], "strategy.target_fpr=0.9 is out of range"),
     (["split.calib=39600"], "split.calib must be smaller than split.burnin"),
     (["attack=accumulative", "attack.eps=0"], "attack.eps=0 is out of range"),

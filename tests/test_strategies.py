@@ -61,12 +61,11 @@ class TestDGC:
     def _dgc(self, mds, P=1.0, C=1.0, step_scale=1.0, mode="clip"):
         calls = []
 
-        def probe(cands):
+        def probe(cands):  # the last candidate is theta_t itself: MD(theta_t) = 0, so s_k = MD_k
             calls.append([c[0].copy() for c in cands])
-            return list(mds)
+            return list(mds) + [0.0]
 
-        s = DiscrepancyAwareClipping(fedavg(), C, PaperGate(P, 0.0), probe_md=probe, step_scale=step_scale, mode=mode,
-                                     statistic="absolute")
+        s = DiscrepancyAwareClipping(fedavg(), C, PaperGate(P, 0.0), probe_md=probe, step_scale=step_scale, mode=mode)
         return s, calls
 
     def test_equals_gc_when_md_below_threshold(self):
@@ -109,20 +108,10 @@ class TestDGC:
         assert gate(11, [0], [0.0])[0][2]["P"] == pytest.approx(0.7)
         assert gate(1, [0, 1], [0.4, 1.0]) == [(False, 1.0, {"P": 0.5}), (True, 0.5, {"P": 0.5})]  # r = P / s
 
-    def test_client_reported_md(self):
-        s = DiscrepancyAwareClipping(fedavg(), 10.0, PaperGate(1.0, 0.0), md_source="client", statistic="absolute")
-        prime(s, [np.zeros(2)])
-        s.aggregate_train(1, [reply([[1, 0]], 0, extra={"md-client": 4.0}), reply([[0, 1]], 1, extra={"md-client": 0.1})])
-        log = {e["partition-id"]: e for e in s.client_log}
-        assert log[0]["flagged"] and log[0]["factor"] == 1.0  # bound 2.5 still exceeds the norm 1
-        assert log[0]["bound"] == pytest.approx(2.5)
-        assert not log[1]["flagged"]
-
-
     def test_increase_statistic_subtracts_md_of_theta_t(self):
         # probe "MD" of a model = its first coordinate; theta_t = (0.5, 0, 0) -> MD(theta_t) = 0.5
         s = DiscrepancyAwareClipping(fedavg(), 10.0, PaperGate(0.2, 0.0), probe_md=lambda c: [float(p[0][0]) for p in c],
-                                     statistic="increase", step_scale=1.0)
+                                     step_scale=1.0)
         prime(s, [np.array([0.5, 0.0, 0.0], dtype=np.float32)])
         s.aggregate_train(1, [reply([[0.6, 0, 0]], 0), reply([[1.5, 0, 0]], 1)])
         log = {e["partition-id"]: e for e in s.client_log}
@@ -130,8 +119,8 @@ class TestDGC:
         assert not log[0]["flagged"] and log[0]["factor"] == 1.0  # GC's own factor, bit-identical to GC
         assert log[1]["stat"] == pytest.approx(1.0) and log[1]["flagged"]
         assert log[1]["bound"] == pytest.approx(10.0 * 0.2 / 1.0)  # C * P / s; the norm 1.0 stays below it
-        with pytest.raises(ValueError, match="needs md_source='server'"):
-            DiscrepancyAwareClipping(fedavg(), 1.0, PaperGate(0.1, 0.0), md_source="client", statistic="increase")
+        with pytest.raises(ValueError, match="needs a probe_md"):
+            DiscrepancyAwareClipping(fedavg(), 1.0, PaperGate(0.1, 0.0), probe_md=None)
 
     def test_history_gate_through_the_strategy(self):
         # probe "MD" = first coordinate, theta_t = 0: s_k = 0.1, 0.12, 0.08, 0.11, 2.0 -> only the last is flagged,
@@ -200,10 +189,9 @@ class TestMultiLayerClipping:
 
         def probe(cands):
             seen.extend(cands)
-            return [4.0, 0.5]
+            return [4.0, 0.5, 0.0]  # the last: theta_t itself
 
-        s = DiscrepancyAwareClipping(fedavg(), 1.0, PaperGate(1.0, 0.0), probe_md=probe, step_scale=1.0,
-                                     statistic="absolute")
+        s = DiscrepancyAwareClipping(fedavg(), 1.0, PaperGate(1.0, 0.0), probe_md=probe, step_scale=1.0)
         prime(s, [np.zeros(2), np.zeros(1)])
         arrays, _ = s.aggregate_train(1, [reply([[3, 0], [4]], 0), reply([[0, 0], [0.1]], 1)])
         # client 0: norm 5, GC factor 0.2 -> candidate (0.6, 0), (0.8); MD 4 > P 1 -> bound 0.25 -> factor 0.05
@@ -289,11 +277,11 @@ class TestFactory:
 
         ov = [f"strategy={name}"]
         if name.startswith("dgc"):
-            ov += ["strategy.md_source=client", "strategy.statistic=absolute", "strategy.mu=0.5", "strategy.tau=0"]
+            ov += ["strategy.gate=paper", "strategy.mu=0.5", "strategy.tau=0"]
         if name in ("gc", "dgc", "dgc_scale"):
             ov += ["strategy.clip_norm=2.0"]
         cfg = compose(ov)
-        outer, clip, validator = build_strategy(cfg)
+        outer, clip, validator = build_strategy(cfg, probe_md=lambda cands: [0.1] * len(cands))
         theta = [np.zeros(4, np.float32)]
         prime(outer, theta)
         ups = [reply([np.full(4, i, np.float32)], i, extra={"md-client": 0.1}) for i in range(5)]
