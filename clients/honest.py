@@ -91,11 +91,11 @@ def _poison_stream(cfg_json, cfg, plan, model, x, y, phase, conf):
 def md_aware(cfg_json, a, conf) -> dict:
     """craft_poison's MD-aware arguments (Eq. 21): beta, md_form and theta* = the burn-in historical checkpoint the
     defender's DSC uses (the adaptive attacker of the seed paper's Table 3 knows it); nothing when beta = 0."""
-    beta = float(a.get("beta") or 0.0)
+    beta = float(a.beta or 0.0)
     if beta == 0.0:
         return {}
     hist = runtime.model_from(cfg_json, str(conf["hist-path"]), str(conf["hist-sha"]))
-    return {"beta": beta, "hist_model": hist, "md_form": str(a.get("md_form", "paper"))}
+    return {"beta": beta, "hist_model": hist, "md_form": str(a.md_form)}
 
 
 def _md_log(cfg_json, cfg, conf, model, x_clean, x_in) -> dict:

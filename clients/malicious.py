@@ -74,7 +74,7 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
         metrics["poisoned"] = 1
         return new, metrics
     plan = runtime.plan(cfg_json)
-    torch.set_num_threads(int(cfg.get("attacker_threads", cfg.client_threads)))
+    torch.set_num_threads(int(cfg.attacker_threads))
     rnd, phase = int(conf["server-round"]), str(conf["phase"])
     model = runtime.model_from(cfg_json, str(conf["start-path"]), str(conf["start-sha"]))
     set_params(model, params)
@@ -86,7 +86,7 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
     loss = 0.0
     extra = {}
     if a.name in ("lambda_update", "adaptive_update"):
-        k, rule = a.get("norm_multiple"), a.get("norm_ref", "start")
+        k, rule = a.get("norm_multiple"), a.norm_ref
         budget, scale = a.get("stealth_drop"), 1.0
         if phase != "trigger" and budget is not None:
             vpid = min(plan.malicious)  # colluders share the validation batch: one baseline for all of them

@@ -57,7 +57,7 @@ def burnin_key(cfg) -> dict:
         "burnin": {k: cfg.burnin[k] for k in ("epochs", "hist_epoch", "lr", "warmup_epochs", "momentum",
                                               "weight_decay", "batch_size")},
         "augment": bool(cfg.dataset.augment), "split": {"burnin": cfg.split.burnin, "probe": cfg.split.probe,
-                                                            "calib": int(cfg.split.get("calib", 0) or 0)},
+                                                            "calib": int(cfg.split.calib or 0)},
     }
 
 
@@ -172,7 +172,7 @@ def estimate_dsc_threshold(cfg, entry: dict, log=print) -> dict:
     """(mu, tau) for DSC from clean burn-in data along a short clean trajectory from theta_start (cached)."""
     b, fed = cfg.burnin, cfg.fed
     key = {"steps": b.calib_steps, "q": b.calib_quantile, "lr": fed.server_lr, "mom": fed.server_momentum,
-           "B": fed.batch_size, "n": fed.num_clients, "measure": cfg.defense.get("measure", "kl")}
+           "B": fed.batch_size, "n": fed.num_clients, "measure": cfg.defense.measure}
     path = Path(entry["dir"]) / f"dsc-threshold-{config_hash(key)}.json"
     if path.is_file():
         return json.loads(path.read_text())

@@ -86,7 +86,7 @@ def calibration_key(cfg, entry: dict) -> dict:
     s, fed = cfg.strategy, cfg.fed
     return {
         "format": FORMAT, "start": entry["start_sha"], "hist": entry["hist_sha"],
-        "split": {"burnin": int(cfg.split.burnin), "probe": int(cfg.split.probe), "calib": int(cfg.split.get("calib") or 0)},
+        "split": {"burnin": int(cfg.split.burnin), "probe": int(cfg.split.probe), "calib": int(cfg.split.calib or 0)},
         "protocol": cfg.protocol, "n_honest": n_honest(cfg), "B": int(fed.batch_size), "client_lr": float(fed.client_lr),
         "local_steps": int(fed.local_steps), "server_lr": float(fed.server_lr), "momentum": float(fed.server_momentum),
         "augment": bool(cfg.dataset.augment), "rounds": calib_rounds(cfg),
@@ -112,7 +112,7 @@ def _federation_key(cfg) -> dict:
         out["law"] = "partitioner-v2"  # label proportions and sizes from the real partitioner, many clients
         out["population"] = simulated_population(cfg)
         out["min_partition_size"] = fed.get("min_partition_size")
-        out["attacker_data"] = str(fed.get("attacker_data", "partition"))
+        out["attacker_data"] = str(fed.attacker_data)
     return out
 
 
@@ -181,7 +181,7 @@ def label_skew(cfg, n_clients: int, seed: int, num_classes: int = 10) -> tuple[n
 
     n, f = int(cfg.fed.num_clients), assumed_f(cfg) or 0
     pool_size = 50_000 - int(cfg.split.burnin)
-    if cfg.fed.get("attacker_data", "partition") == "pool":
+    if cfg.fed.attacker_data == "pool":
         pool_size -= 600  # the protocol carves the attackers' batches first whatever the attack (fl_mdisc/experiment.py)
     labels = np.arange(pool_size) % num_classes
     pool = np.arange(pool_size)
@@ -372,7 +372,7 @@ def apply_calibration(cfg, entry: dict, log=print, device="cpu") -> dict | None:
 
     Returns the fit (or None when nothing had to be calibrated)."""
     s = cfg.strategy
-    norm_based = s.name == "byzfl" and (s.get("aggregator") == "cc" or "clipping" in list(s.get("pre") or []))
+    norm_based = s.name == "byzfl" and (s.aggregator == "cc" or "clipping" in list(s.pre))
     if s.name not in ("gc", "dgc") and not norm_based:  # ByzFL's cc radius / clipping bound: C, as GC's
         return None
     need_c = s.get("clip_norm") is None

@@ -111,7 +111,7 @@ def resolve_defaults(cfg: DictConfig) -> None:
     if cfg.attack.name in LAMBDA_ATTACKS and cfg.attack.get("stealth_drop") is None:
         cfg.attack.stealth_drop = cfg.calib.get("stealth_drop")
     if cfg.attack.name in LAMBDA_ATTACKS and cfg.attack.get("trigger_scale") is None:
-        cfg.attack.trigger_scale = cfg.calib.get("trigger_scale", 0.01)
+        cfg.attack.trigger_scale = cfg.calib.trigger_scale
     if cfg.protocol == "harness":
         # Pang's harness: one participant per round supplies the whole aggregate.
         cfg.fed.num_clients = 1

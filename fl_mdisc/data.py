@@ -155,7 +155,7 @@ def make_split(n_train: int, burnin: int, probe: int, split_seed: int = 0, calib
 
 def split_of(cfg, n_train: int) -> Split:
     """The split a config asks for."""
-    return make_split(n_train, int(cfg.split.burnin), int(cfg.split.probe), calib=int(cfg.split.get("calib", 0) or 0))
+    return make_split(n_train, int(cfg.split.burnin), int(cfg.split.probe), calib=int(cfg.split.calib or 0))
 
 
 def partition_pool(pool: np.ndarray, labels: np.ndarray, num_partitions: int, method: str = "iid",

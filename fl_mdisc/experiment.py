@@ -103,7 +103,7 @@ def make_plan(cfg) -> Plan:
         pool = np.random.default_rng([seed, 3571]).permutation(split.pool)
         attacker[-1] = (pool[:nv], pool[nv:k], None)
         pool = pool[k:]
-    if att != "stream_poison" and f > 0 and cfg.fed.get("attacker_data", "partition") == "pool":
+    if att != "stream_poison" and f > 0 and cfg.fed.attacker_data == "pool":
         # carved whatever the attack, so that the clean run (attack=none) has the same partitions as the poisoned one
         # the clean run (attack=none has no sizes) carves what the attack configs carve, so partitions match
         nv = int(cfg.attack.get("val_size", ATTACKER_VAL_SIZE))

@@ -104,12 +104,12 @@ def build_model(model_cfg, dataset_cfg) -> nn.Module:
               mean=tuple(dataset_cfg["mean"]), std=tuple(dataset_cfg["std"]))
     name = model_cfg["name"]
     if name == "small_cnn":
-        model = SmallCNN(size=int(h), width=int(model_cfg.get("width", 32)), **kw)
+        model = SmallCNN(size=int(h), width=int(model_cfg.width), **kw)
     elif name == "resnet18":
-        model = ResNet18(width=int(model_cfg.get("width", 64)), **kw)
+        model = ResNet18(width=int(model_cfg.width), **kw)
     else:
         raise ValueError(f"unknown model {name!r}")
-    if model_cfg.get("channels_last", False):
+    if model_cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
         model.norm.channels_last = True
     return model
