@@ -257,7 +257,7 @@ class TestPartitions:
 
 
 def test_non_iid_calibration_simulates_label_skew(tiny):
-    from fl_mdisc.calibration import _Sim, honest_per_round, label_skew, simulated_population
+    from fl_mdisc.calib_sim import SimulatedFederation as _Sim, honest_per_round, label_skew, simulated_population
 
     cfg = _cfg(tiny, "strategy=dgc_paper", "fed.num_clients=10", "fed.clients_per_round=5", "fed.num_malicious=2",
                "fed.partition=dirichlet", "fed.dirichlet_alpha=0.1", "fed.batch_size=20", "attack=none",
