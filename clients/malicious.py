@@ -41,7 +41,7 @@ import torch
 from fl_mdisc.attack import (craft_poison, grads_norm, lambda_update_grad, reversed_trigger_grad, scale_to_norm,
                              second_order_term)
 from fl_mdisc.burnin import load_model
-from fl_mdisc.config import OMNISCIENT_ATTACKS
+from fl_mdisc.config import LAMBDA_ATTACKS, OMNISCIENT_ATTACKS
 from fl_mdisc.data import stream_batch, to_float
 from fl_mdisc.models import set_params
 from fl_mdisc.sampling import stream_step
@@ -57,22 +57,8 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
     a = cfg.attack
     if a.name == "crash":
         raise RuntimeError(f"simulated client failure in partition {pid} (attack=crash)")
-    if a.name in OMNISCIENT_ATTACKS:  # its reply is replaced server-side (strategies/omniscient.py)
-        new, metrics = train_honest(cfg_json, params, conf, pid)
-        metrics["poisoned"] = 1
-        return new, metrics
-    if a.name in ("nan", "shape", "scale", "spoof"):
-        new, metrics = train_honest(cfg_json, params, conf, pid)
-        if a.name == "nan":
-            new[0] = np.full_like(new[0], np.nan)
-        elif a.name == "shape":
-            new = new[:-1]
-        else:
-            new = [p + float(a.factor) * (n - p) for p, n in zip(params, new)]
-        if a.name == "spoof":
-            metrics["partition-id"] = int(a.claim)  # lies about who it is (the server binds replies to senders)
-        metrics["poisoned"] = 1
-        return new, metrics
+    if a.name in OMNISCIENT_ATTACKS or a.name in HOSTILE_REPLIES:
+        return _honest_then_altered(cfg_json, params, conf, pid, a)
     plan = runtime.plan(cfg_json)
     torch.set_num_threads(int(cfg.attacker_threads))
     rnd, phase = int(conf["server-round"]), str(conf["phase"])
@@ -85,57 +71,100 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
     xt, yt = to_float(plan.ds.x_train[trig_idx]).to(dev), torch.as_tensor(plan.ds.y_train[trig_idx]).to(dev)
     loss = 0.0
     extra = {}
-    if a.name in ("lambda_update", "adaptive_update"):
-        k, rule = a.get("norm_multiple"), a.norm_ref
-        budget, scale = a.get("stealth_drop"), 1.0
-        if phase != "trigger" and budget is not None:
-            vpid = min(plan.malicious)  # colluders share the validation batch: one baseline for all of them
-            drop = start_val_accuracy(cfg_json, vpid, str(conf["start-path"]), str(conf["start-sha"])) \
-                - val_accuracy(model, xv, yv)
-            scale = min(1.0, max(0.0, 1.0 - drop / float(budget)))  # proportional: full strength at no damage
-            extra["attack-val-drop"] = drop
-            if scale == 0.0:  # stealth: pause (send an honest update) until the model recovers
-                new, met = train_honest(cfg_json, params, conf, pid)
-                met.update({"poisoned": 1, "attack-paused": 1, "attack-val-drop": drop, "seconds": time.time() - t0})
-                return new, met
-        if phase == "trigger":
-            g = reversed_trigger_grad(model, xt, yt, float(a.trigger_scale))
-        elif k is not None and rule == "lambda":
-            # Pang's dynamics with a burn-in-normalised lambda, fixed once so that the update at theta_start has
-            # norm k x the honest norm there; afterwards its norm decays as the alignment saturates
-            lam = start_lambda(cfg_json, pid, str(conf["start-path"]), str(conf["start-sha"]))
-            g = lambda_update_grad(model, xt, yt, xv, yv, lam)
-            extra = {"attack-lam": lam}
-        else:
-            g = lambda_update_grad(model, xt, yt, xv, yv, float(a.lam))
-        if k is not None and (phase == "trigger" or rule != "lambda"):
-            if rule in ("start", "lambda"):  # the honest norm at theta_start, measured once (no feedback)
-                ref = start_reference_norm(cfg_json, pid, str(conf["start-path"]), str(conf["start-sha"]))
-            else:  # this round's honest norm at theta_t
-                ref = honest_reference_norm(cfg, plan, model, stream_idx, rnd, pid)
-            g = scale_to_norm(g, float(k) * ref * scale)
-            extra["attack-ref-norm"] = ref
-        if a.name == "adaptive_update" and phase != "trigger" and a.get("md_budget") is not None:
-            g, info = _within_md_budget(cfg_json, cfg, model, g, pid, conf)
-            extra.update(info)
-        extra["attack-norm"] = grads_norm(g)
-        with torch.no_grad():
-            for p, gi in zip([p for p in model.parameters() if p.requires_grad], g):
-                p.sub_(gi)
+    if a.name in LAMBDA_ATTACKS:
+        batches = (xv, yv, xt, yt, stream_idx)
+        extra = _lambda_step(cfg_json, cfg, plan, model, batches, conf, pid, params)
+        if extra.get("attack-paused"):  # stealth: an honest update was sent instead (see _lambda_step)
+            new, met = extra.pop("honest")
+            met.update({**extra, "seconds": time.time() - t0})
+            return new, met
     else:  # accumulative data poisoning
-        x_trig = runtime.adversarial_trigger(cfg_json, pid, str(conf["start-path"]), str(conf["start-sha"]))
-        if phase == "trigger":
-            x_train, y_train = x_trig, yt
-        else:
-            idx = stream_batch(stream_idx, int(cfg.fed.batch_size), int(cfg.seed), pid, stream_step(cfg, rnd, pid))
-            x, y = batch_tensors(cfg, plan, idx, rnd, pid)
-            h = second_order_term(model, x_trig, yt, xv, yv)
-            x_train, y_train = craft_poison(model, x, y, h, a.eps, a.step_size, int(a.steps), float(a.gamma),
-                                            **md_aware(cfg_json, a, conf)), y
-        loss = local_sgd(model, x_train, y_train, float(cfg.fed.client_lr), int(cfg.fed.local_steps))
+        loss = _poison_step(cfg_json, cfg, plan, model, (xv, yv, xt, yt, stream_idx), conf, pid)
     metrics = {"num-examples": int(cfg.fed.batch_size), "train-loss": loss, "md-client": 0.0, "dsc-corrected": 0,
                "dsc-steps": 0, "poisoned": 1, "seconds": time.time() - t0, **extra}
     return np_list(model), metrics
+
+
+HOSTILE_REPLIES = ("nan", "shape", "scale", "spoof")
+
+
+def _honest_then_altered(cfg_json, params, conf, pid, a) -> tuple[list, dict]:
+    """The omniscient attackers (their reply is replaced server-side, strategies/omniscient.py) and the hostile
+    replies: an honest update, then broken (nan, shape), scaled (scale, spoof) or sent under another id (spoof)."""
+    new, metrics = train_honest(cfg_json, params, conf, pid)
+    if a.name == "nan":
+        new[0] = np.full_like(new[0], np.nan)
+    elif a.name == "shape":
+        new = new[:-1]
+    elif a.name in ("scale", "spoof"):
+        new = [p + float(a.factor) * (n - p) for p, n in zip(params, new)]
+    if a.name == "spoof":
+        metrics["partition-id"] = int(a.claim)  # lies about who it is (the server binds replies to senders)
+    metrics["poisoned"] = 1
+    return new, metrics
+
+
+def _lambda_step(cfg_json, cfg, plan, model, batches, conf, pid, params) -> dict:
+    """The lambda-update (Pang et al.) in place on ``model``, scaled to the strength rule; returns what it logs.
+    Under the stealth budget a paused attacker returns ``attack-paused`` and its honest reply under ``honest``."""
+    a = cfg.attack
+    xv, yv, xt, yt, stream_idx = batches
+    rnd, phase = int(conf["server-round"]), str(conf["phase"])
+    k, rule = a.get("norm_multiple"), a.norm_ref
+    budget, scale = a.get("stealth_drop"), 1.0
+    extra = {}
+    if phase != "trigger" and budget is not None:
+        vpid = min(plan.malicious)  # colluders share the validation batch: one baseline for all of them
+        drop = start_val_accuracy(cfg_json, vpid, str(conf["start-path"]), str(conf["start-sha"])) \
+            - val_accuracy(model, xv, yv)
+        scale = min(1.0, max(0.0, 1.0 - drop / float(budget)))  # proportional: full strength at no damage
+        extra["attack-val-drop"] = drop
+        if scale == 0.0:  # stealth: pause (send an honest update) until the model recovers
+            return {"poisoned": 1, "attack-paused": 1, "attack-val-drop": drop,
+                    "honest": train_honest(cfg_json, params, conf, pid)}
+    if phase == "trigger":
+        g = reversed_trigger_grad(model, xt, yt, float(a.trigger_scale))
+    elif k is not None and rule == "lambda":
+        # Pang's dynamics with a burn-in-normalised lambda, fixed once so that the update at theta_start has
+        # norm k x the honest norm there; afterwards its norm decays as the alignment saturates
+        lam = start_lambda(cfg_json, pid, str(conf["start-path"]), str(conf["start-sha"]))
+        g = lambda_update_grad(model, xt, yt, xv, yv, lam)
+        extra = {"attack-lam": lam}
+    else:
+        g = lambda_update_grad(model, xt, yt, xv, yv, float(a.lam))
+    if k is not None and (phase == "trigger" or rule != "lambda"):
+        if rule in ("start", "lambda"):  # the honest norm at theta_start, measured once (no feedback)
+            ref = start_reference_norm(cfg_json, pid, str(conf["start-path"]), str(conf["start-sha"]))
+        else:  # this round's honest norm at theta_t
+            ref = honest_reference_norm(cfg, plan, model, stream_idx, rnd, pid)
+        g = scale_to_norm(g, float(k) * ref * scale)
+        extra["attack-ref-norm"] = ref
+    if a.name == "adaptive_update" and phase != "trigger" and a.get("md_budget") is not None:
+        g, info = _within_md_budget(cfg_json, cfg, model, g, pid, conf)
+        extra.update(info)
+    extra["attack-norm"] = grads_norm(g)
+    with torch.no_grad():
+        for p, gi in zip([p for p in model.parameters() if p.requires_grad], g):
+            p.sub_(gi)
+    return extra
+
+
+def _poison_step(cfg_json, cfg, plan, model, batches, conf, pid) -> float:
+    """Accumulative data poisoning (Pang et al.): local SGD on a crafted poisoned batch (the trigger batch in the
+    trigger round), in place on ``model``; returns the training loss."""
+    a = cfg.attack
+    xv, yv, _xt, yt, stream_idx = batches
+    rnd, phase = int(conf["server-round"]), str(conf["phase"])
+    x_trig = runtime.adversarial_trigger(cfg_json, pid, str(conf["start-path"]), str(conf["start-sha"]))
+    if phase == "trigger":
+        x_train, y_train = x_trig, yt
+    else:
+        idx = stream_batch(stream_idx, int(cfg.fed.batch_size), int(cfg.seed), pid, stream_step(cfg, rnd, pid))
+        x, y = batch_tensors(cfg, plan, idx, rnd, pid)
+        h = second_order_term(model, x_trig, yt, xv, yv)
+        x_train, y_train = craft_poison(model, x, y, h, a.eps, a.step_size, int(a.steps), float(a.gamma),
+                                        **md_aware(cfg_json, a, conf)), y
+    return local_sgd(model, x_train, y_train, float(cfg.fed.client_lr), int(cfg.fed.local_steps))
 
 
 def _within_md_budget(cfg_json, cfg, model, g, pid: int, conf) -> tuple[list, dict]:
