@@ -352,10 +352,48 @@ def plot_grid(doc: dict, path: Path) -> None:
 
 
 def grid(overrides: list[str], quiet: bool = True) -> dict:
-    from fl_mdisc.config import compose
-    from .tables import _get, load_run, pop_list, run_cells
+    """``fl-mdisc grid``: build the cells (:func:`grid_cells`), run the missing ones (``missing=run``) or report the
+    complete ones only (``missing=skip``), then write ``grid.{json,md,csv,png}`` (:func:`write_grid`)."""
+    from .tables import load_run, run_cells
 
     command = "fl-mdisc grid " + " ".join(overrides)
+    plan = grid_cells(overrides)
+    cells, out = plan["cells"], plan["out"]
+    not_run = []
+    if plan["missing"] == "run":
+        run_cells(cells, quiet)
+    else:
+        not_run = [c["name"] for c in cells if not (Path(c["out_dir"]) / "summary.json").is_file()]
+        cells = [c for c in cells if c["name"] not in not_run]
+        if not cells:
+            raise ConfigError(f"missing=skip: no complete cell under {out / 'cells'}; run the grid first")
+    runs = [load_run(c) for c in cells]
+    R, eval_every, strategies = plan["rounds"], plan["eval_every"], plan["strategies"]
+    steps = report_steps(R, eval_every)
+    target = "dgc" if "dgc" in strategies else None
+    rows, per_seed = summarise(runs), per_seed_rows(runs)
+    rule = {"fpr": 0.02, "recall": 0.9, "precision": 0.9, "margin": 0.3}
+    doc = {"preset": plan["preset"], "rounds": R, "eval_every": eval_every, "seeds": plan["seeds"],
+           "settings": plan["settings"], "true_f": plan["true_f"], "strategies": strategies, "steps": steps,
+           "scenarios": plan["scenarios"],
+           "rows": rows, "per_seed": per_seed,
+           "target_strategy": target, "target_rule": rule,
+           "targets": targets(rows, per_seed, target, **rule) if target else [],
+           "accuracy_at_steps": [{"setting": r["setting"], "scenario": r["scenario"], "strategy": r["strategy"],
+                                  "seed": r["seed"], "accuracy": [next((m["accuracy"] for m in r["metrics"]
+                                                                        if m["round"] == s and m.get("phase") != "trigger"), None)
+                                                                  for s in steps]} for r in runs],
+           "not_run": not_run, "command": command}
+    write_grid(doc, out)
+    return doc
+
+
+def grid_cells(overrides: list[str]) -> dict:
+    """Parse the grid's arguments (settings, strategies, attacks, extra, seeds, missing, out_dir) and build every
+    cell's overrides, each validated before the first cell starts."""
+    from fl_mdisc.config import compose
+    from .tables import _get, pop_list
+
     seeds, overrides = pop_list(overrides, "seeds", [0])
     missing = _get(overrides, "missing") or "run"
     if missing not in ("run", "skip"):
@@ -379,8 +417,6 @@ def grid(overrides: list[str], quiet: bool = True) -> dict:
     rest = [o for o in overrides if not o.startswith("out_dir=")]
     if _get(rest, "num_rounds") is None:
         rest.append(f"num_rounds={int(base.tables.grid.rounds)}")
-    R = int(_get(rest, "num_rounds"))
-    eval_every = int(_get(rest, "eval_every") or base.eval_every)
     out = Path(_get(overrides, "out_dir") or f"outputs/grid-{base.preset_name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     # the true number of attackers of each setting: for the scoring, and for the "@f" rows only (told on purpose)
@@ -398,32 +434,16 @@ def grid(overrides: list[str], quiet: bool = True) -> dict:
                               "seed": int(seed), "attack": scen, "out_dir": str(out / "cells" / cell),
                               "overrides": rest + all_settings[name] + strategy_overrides(strat, true_f[name])
                               + scenario_overrides(base, scen) + [f"seed={seed}"]})
-    for c in cells:  # every cell's config is valid before the first one starts
+    for c in cells:
         compose(c["overrides"])
-    not_run = []
-    if missing == "run":
-        run_cells(cells, quiet)
-    else:
-        not_run = [c["name"] for c in cells if not (Path(c["out_dir"]) / "summary.json").is_file()]
-        cells = [c for c in cells if c["name"] not in not_run]
-        if not cells:
-            raise ConfigError(f"missing=skip: no complete cell under {out / 'cells'}; run the grid first")
-    runs = [load_run(c) for c in cells]
-    steps = report_steps(R, eval_every)
-    target = "dgc" if "dgc" in strategies else None
-    rows, per_seed = summarise(runs), per_seed_rows(runs)
-    rule = {"fpr": 0.02, "recall": 0.9, "precision": 0.9, "margin": 0.3}
-    doc = {"preset": str(base.preset_name), "rounds": R, "eval_every": eval_every, "seeds": [int(s) for s in seeds],
-           "settings": {n: all_settings[n] for n in names}, "true_f": true_f, "strategies": strategies, "steps": steps,
-           "scenarios": list(dict.fromkeys(s for _a, _b, s in pairs)),
-           "rows": rows, "per_seed": per_seed,
-           "target_strategy": target, "target_rule": rule,
-           "targets": targets(rows, per_seed, target, **rule) if target else [],
-           "accuracy_at_steps": [{"setting": r["setting"], "scenario": r["scenario"], "strategy": r["strategy"],
-                                  "seed": r["seed"], "accuracy": [next((m["accuracy"] for m in r["metrics"]
-                                                                        if m["round"] == s and m.get("phase") != "trigger"), None)
-                                                                  for s in steps]} for r in runs],
-           "not_run": not_run, "command": command}
+    return {"cells": cells, "out": out, "missing": missing, "seeds": [int(s) for s in seeds],
+            "rounds": int(_get(rest, "num_rounds")), "eval_every": int(_get(rest, "eval_every") or base.eval_every),
+            "strategies": strategies, "preset": str(base.preset_name), "true_f": true_f,
+            "settings": {n: all_settings[n] for n in names}, "scenarios": list(dict.fromkeys(s for _a, _b, s in pairs))}
+
+
+def write_grid(doc: dict, out: Path) -> None:
+    """``grid.json``, ``grid.md``, ``grid.csv`` and ``grid.png`` of a grid report."""
     (out / "grid.json").write_text(json.dumps(doc, indent=1))
     (out / "grid.md").write_text(grid_markdown(doc))
     with open(out / "grid.csv", "w", newline="") as f:
@@ -437,4 +457,3 @@ def grid(overrides: list[str], quiet: bool = True) -> dict:
     plot_grid(doc, out / "grid.png")
     print((out / "grid.md").read_text())
     print(f"fl-mdisc: grid written to {out}")
-    return doc
