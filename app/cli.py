@@ -73,6 +73,30 @@ def fit_calibration(out_dir: str | Path) -> dict:
             "honest_md_mean": float(np.mean(mds)), "source": str(out_dir)}
 
 
+# the sweep commands: (name, module, function, help, what they take beside hydra overrides)
+SWEEPS = (
+    ("table13", "app.tables", "table13", "Table 13: strategies x {clean, poisoned} x seeds, table + plots",
+     "seeds=[..] strategies=[..] protocol=.."),
+    ("grid", "app.grid", "grid", "does DGC generalise? settings x strategies x {clean, poisoned} x seeds",
+     "seeds=[..] settings=[..] strategies=[..] attacks=[..] missing=run|skip"),
+    ("table1", "app.tables", "table1", "Table 1: the online stream (one-client federation), ST/GC/AT/DSC",
+     "seeds=[..] methods=[..]"),
+    ("table3", "app.table3", "table3", "Table 3: the MD-aware attacker (beta sweep) against ST and DSC, online stream",
+     "seeds=[..] betas=[..] methods=[st,dsc]"),
+    ("adaptive", "app.adaptive_sweep", "adaptive", "the DGC-aware attacker: budgets x strategies x seeds (federated)",
+     "seeds=[..] budgets=[unaware,2,1,0.5] strategies=[..]"),
+)
+
+
+def _sweep(module: str, func: str):
+    def run(args) -> int:
+        import importlib
+
+        getattr(importlib.import_module(module), func)(args.overrides, not args.stream)
+        return 0
+    return run
+
+
 def cmd_calibrate(args) -> int:
     """Show the server's self-calibration (C and the paper gate's threshold, ``strategy=dgc_paper`` unless another
     strategy is given) for a config, as a run would compute it.
@@ -124,26 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fit-only", action="store_true",
                    help="instead fit C, mu, tau from a finished clean run (out_dir=DIR, strategy=dgc)")
     p.set_defaults(fn=cmd_calibrate)
-    p = sub.add_parser("table13", help="Table 13: strategies x {clean, poisoned} x seeds, table + plots")
-    p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] strategies=[..] protocol=..")
-    p.add_argument("--stream", action="store_true", help="stream each simulation's log")
-    p.set_defaults(fn=lambda a: (__import__("app.tables", fromlist=["x"]).table13(a.overrides, not a.stream), 0)[1])
-    p = sub.add_parser("grid", help="does DGC generalise? settings x strategies x {clean, poisoned} x seeds")
-    p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] settings=[..] strategies=[..]")
-    p.add_argument("--stream", action="store_true")
-    p.set_defaults(fn=lambda a: (__import__("app.grid", fromlist=["x"]).grid(a.overrides, not a.stream), 0)[1])
-    p = sub.add_parser("table1", help="Table 1: the online stream (one-client federation), ST/GC/AT/DSC")
-    p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] methods=[..]")
-    p.add_argument("--stream", action="store_true")
-    p.set_defaults(fn=lambda a: (__import__("app.tables", fromlist=["x"]).table1(a.overrides, not a.stream), 0)[1])
-    p = sub.add_parser("table3", help="Table 3: the MD-aware attacker (beta sweep) against ST and DSC, online stream")
-    p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] betas=[..] methods=[st,dsc]")
-    p.add_argument("--stream", action="store_true")
-    p.set_defaults(fn=lambda a: (__import__("app.table3", fromlist=["x"]).table3(a.overrides, not a.stream), 0)[1])
-    p = sub.add_parser("adaptive", help="the DGC-aware attacker: budgets x strategies x seeds (federated)")
-    p.add_argument("overrides", nargs="*", help="hydra overrides plus seeds=[..] budgets=[unaware,2,1,0.5] strategies=[..]")
-    p.add_argument("--stream", action="store_true")
-    p.set_defaults(fn=lambda a: (__import__("app.adaptive_sweep", fromlist=["x"]).adaptive(a.overrides, not a.stream), 0)[1])
+    for name, module, func, text, extra in SWEEPS:
+        p = sub.add_parser(name, help=text)
+        p.add_argument("overrides", nargs="*", help="hydra overrides plus " + extra)
+        p.add_argument("--stream", action="store_true", help="stream each simulation's log")
+        p.set_defaults(fn=_sweep(module, func))
     p = sub.add_parser("bench", help="cost of DSC/AT/DGC and of the Flower/Ray layer (bench.json, bench.md)")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(fn=lambda a: (__import__("app.bench", fromlist=["x"]).bench(a.overrides), 0)[1])
