@@ -1,0 +1,118 @@
+"""``fl-mdisc docs``: regenerate every generated block of README.md and docs/ from the committed result files.
+
+A generated block sits between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->``; :data:`BLOCKS` maps NAME
+to a function of the repository root that returns its Markdown, read from files under ``docs/results/`` (no cell is
+run). ``fl-mdisc docs`` rewrites the blocks in place; ``fl-mdisc docs --check`` changes nothing and exits 1 when a
+committed page differs from what the files give (tests/test_docs.py runs it), so a number in a page is always the
+number in its result folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+PAGES = ("README.md", "docs/*.md", "docs/experiments/*.md")
+BLOCK = re.compile(r"(<!-- generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S)
+
+
+def _json(root: Path, rel: str) -> dict:
+    return json.loads((root / rel).read_text())
+
+
+def _cell(doc: dict, scenario: str, strategy: str) -> dict | None:
+    return next((c for c in doc["cells"] if c["scenario"] == scenario and c["strategy"] == strategy), None)
+
+
+def _fmt(v, digits=2) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+TABLE13 = (("federated (ours: 4 honest streaming clients + 1 λ-update attacker)", "table13-federated", "gc", "dgc"),
+           ("harness (Pang's: one participant per round, server lr 0.01)", "table13-harness", "gc", "dgc"),
+           ("harness at the paper's server lr 0.1, the seed paper's L∞ GC", "table13-harness-linf", "gc_linf",
+            "dgc_linf"))
+
+
+def summary_table(root: Path) -> str:
+    """README's headline: per protocol, poisoned and clean accuracy of ST / GC / DGC (mean over the evaluations and
+    seeds, DGC with the paper rule as in Table 13) beside the paper's final Table 13 values, and whether the paper's
+    ordering (poisoned ST < GC < DGC, clean DGC within 0.5 of GC) holds."""
+    lines = ["| protocol | seeds | poisoned ST / GC / DGC | clean GC / DGC | paper's ordering holds |",
+             "|---|---|---|---|---|"]
+    paper = None
+    for label, folder, gc, dgc in TABLE13:
+        doc = _json(root, f"docs/results/{folder}/table13.json")
+        paper = doc["paper"]
+        m = {(s, k): (_cell(doc, s, k) or {}).get("mean_over_evals") for s in ("clean", "poisoned")
+             for k in ("st", gc, dgc)}
+        holds = None not in m.values() and m["poisoned", "st"] < m["poisoned", gc] < m["poisoned", dgc] \
+            and abs(m["clean", dgc] - m["clean", gc]) <= 0.5
+        lines.append(f"| {label} ([{folder}](docs/results/{folder}/table13.md)) | {len(doc['seeds'])} | "
+                     f"{_fmt(m['poisoned', 'st'])} / {_fmt(m['poisoned', gc])} / {_fmt(m['poisoned', dgc])} | "
+                     f"{_fmt(m['clean', gc])} / {_fmt(m['clean', dgc])} | {'yes' if holds else 'no'} |")
+    p = {(c["scenario"], c["strategy"]): c["accuracy_mean"][-1] for c in paper["cells"]}
+    lines.append(f"| paper, Table 13 (ResNet-18, GPU, step {paper['steps'][-1]}) | – | {_fmt(p['poisoned', 'st'])} / "
+                 f"{_fmt(p['poisoned', 'gc'])} / {_fmt(p['poisoned', 'dgc'])} | {_fmt(p['clean', 'gc'])} / "
+                 f"{_fmt(p['clean', 'dgc'])} | – |")
+    return "\n".join(lines) + "\n"
+
+
+def _grid_tables(root: Path) -> list[str]:
+    md = (root / "docs/results/grid-history/grid.md").read_text()
+    blocks, cur = [], []
+    for line in md.split("\n"):
+        if line.startswith("|"):
+            cur.append(line)
+        elif cur:
+            blocks.append("\n".join(cur) + "\n")
+            cur = []
+    if cur:
+        blocks.append("\n".join(cur) + "\n")
+    return blocks
+
+
+def grid_not_run(root: Path) -> str:
+    doc = _json(root, "docs/results/grid-history/grid.json")
+    seeds = sorted({r["seed"] for r in doc["per_seed"]})
+    return (f"Complete cells: {sum(1 for _ in (root / 'docs/results/grid-history/cells').iterdir())}; burn-in seeds "
+            f"with at least one cell: {seeds}; not run yet: {len(doc['not_run'])} cells (listed in "
+            "[grid.md](../results/grid-history/grid.md)).\n")
+
+
+BLOCKS: dict[str, Callable[[Path], str]] = {
+    "summary": summary_table,
+    "grid-history-accuracy": lambda root: _grid_tables(root)[0],
+    "grid-history-targets": lambda root: _grid_tables(root)[1],
+    "grid-history-gaps": lambda root: _grid_tables(root)[2],
+    "grid-history-status": grid_not_run,
+}
+
+
+def pages(root: Path) -> list[Path]:
+    return sorted({p for pattern in PAGES for p in root.glob(pattern)})
+
+
+def render(text: str, root: Path) -> str:
+    def one(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in BLOCKS:
+            raise KeyError(f"unknown generated block {name!r}; known: {sorted(BLOCKS)}")
+        return m.group(1) + BLOCKS[name](root) + m.group(4)
+
+    return BLOCK.sub(one, text)
+
+
+def docs(root: Path, check: bool = False) -> list[str]:
+    """Regenerate (or, with ``check``, compare) every page; returns the pages that differed."""
+    stale = []
+    for page in pages(root):
+        text = page.read_text()
+        new = render(text, root)
+        if new != text:
+            stale.append(str(page.relative_to(root)))
+            if not check:
+                page.write_text(new)
+    return stale
