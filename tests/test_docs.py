@@ -22,3 +22,16 @@ def test_blocks_are_regenerated_and_unknown_ones_refused(tmp_path):
     with pytest.raises(KeyError, match="unknown generated block"):
         render("<!-- generated:nope -->\n<!-- /generated:nope -->", ROOT)
     assert set(BLOCKS) >= {"summary", "grid-history-accuracy"}
+
+
+def test_relative_links_point_at_files_that_exist():
+    import re
+
+    broken = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "docs/experiments").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            if not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert not broken, broken
