@@ -40,6 +40,7 @@ from .data import augment, load_dataset, split_of, stream_batch, to_float
 from .md import ProbeMD
 from .models import get_params, set_params
 from .train import local_sgd
+from .updates import server_sgd_step, update_norm
 
 
 def measured_statistic(cfg) -> str | None:
@@ -182,12 +183,6 @@ class SimulatedFederation:
         return [n.astype(np.float64) - p.astype(np.float64) for n, p in zip(get_params(self.model), params)]
 
 
-def _norm(u, kind: str = "l2") -> float:
-    if kind == "linf":
-        return max(float(np.max(np.abs(a))) for a in u)
-    return float(np.sqrt(sum(float(np.vdot(a, a)) for a in u)))
-
-
 def simulate(cfg, entry, log=print, device="cpu", data=None, probe=None) -> dict:
     """Run the simulated clean federation; return the per-update records and C. ``data`` / ``probe``: image indices
     replacing the server's calibration and probe sets (the DGC-aware attacker runs the rule on its own images)."""
@@ -209,7 +204,7 @@ def simulate(cfg, entry, log=print, device="cpu", data=None, probe=None) -> dict
             pop = sim.population
             who = range(nh) if kh == nh == pop else sample_round(sim.seed + 7, rnd, pop, kh)
             ups = [sim.update(theta, rnd, k) for k in who]
-            norms = [_norm(u, kind) for u in ups]
+            norms = [update_norm(u, kind) for u in ups]
             facs = [1.0 if clip_norm is None or n <= clip_norm else clip_norm / n for n in norms]
             if measure:
                 cands = [[(t + eta * f * u).astype(t.dtype) for t, u in zip(theta, up)] for up, f in zip(ups, facs)]
@@ -220,8 +215,7 @@ def simulate(cfg, entry, log=print, device="cpu", data=None, probe=None) -> dict
             else:
                 recs.extend({"round": rnd, "client": k, "norm": n} for k, n in zip(who, norms))
             d = [-sum(f * u[i] for f, u in zip(facs, ups)) / len(ups) for i in range(len(theta))]  # theta - mean(theta_k)
-            v = d if v is None or mom == 0 else [mom * a + b for a, b in zip(v, d)]
-            theta = [(t - lr * g).astype(t.dtype) for t, g in zip(theta, v)]
+            theta, v = server_sgd_step(theta, d, v, lr, mom)
         return recs
 
     pre = trajectory(min(10, R), None, measure=False)

@@ -27,31 +27,13 @@ norm small, as the lambda-update attacker of the one-participant harness does; s
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from fl_mdisc.updates import NORMS, l2_norm, linf_norm, update_norm  # noqa: F401 (re-exported)
 
 
 def update_of(reply: list[np.ndarray], current: list[np.ndarray]) -> list[np.ndarray]:
     return [np.asarray(r, dtype=np.float64) - np.asarray(c, dtype=np.float64) for r, c in zip(reply, current)]
-
-
-def l2_norm(arrays: list[np.ndarray]) -> float:
-    return math.sqrt(sum(float(np.vdot(a, a)) for a in arrays))
-
-
-def linf_norm(arrays: list[np.ndarray]) -> float:
-    """max_i |Delta_i| over all parameters (``clip_grad_norm_(..., norm_type='inf')``'s total norm)."""
-    return max((float(np.max(np.abs(a))) for a in arrays if np.size(a)), default=0.0)
-
-
-NORMS = {"l2": l2_norm, "linf": linf_norm}
-
-
-def update_norm(arrays: list[np.ndarray], kind: str = "l2") -> float:
-    if kind not in NORMS:
-        raise ValueError(f"unknown norm {kind!r}; choose one of {sorted(NORMS)}")
-    return NORMS[kind](arrays)
 
 
 def gc_factor(norm: float, clip_norm: float) -> float:

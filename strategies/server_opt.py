@@ -13,8 +13,9 @@ on the same server optimiser so that the reference rows differ from ST only in t
 
 from __future__ import annotations
 
-import numpy as np
 from flwr.app import ArrayRecord
+
+from fl_mdisc.updates import server_sgd_step
 
 from .base import StrategyWrapper
 
@@ -23,7 +24,7 @@ class ServerSGD(StrategyWrapper):
     def __init__(self, strategy, lr: float = 1.0, momentum: float = 0.0) -> None:
         super().__init__(strategy)
         self.lr, self.momentum = float(lr), float(momentum)
-        self.momentum_vector: list[np.ndarray] | None = None
+        self.momentum_vector: list | None = None
 
     def aggregate_train(self, server_round, replies):
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
@@ -31,11 +32,6 @@ class ServerSGD(StrategyWrapper):
             return None, metrics
         agg = arrays.to_numpy_ndarrays()
         d = [c - a for c, a in zip(self.current_arrays, agg)]
-        if self.momentum > 0.0:
-            if self.momentum_vector is None:
-                self.momentum_vector = d
-            else:
-                self.momentum_vector = [self.momentum * v + g for v, g in zip(self.momentum_vector, d)]
-            d = self.momentum_vector
-        new = [np.asarray(c - self.lr * g, dtype=c.dtype) for c, g in zip(self.current_arrays, d)]
+        new, self.momentum_vector = server_sgd_step(self.current_arrays, d, self.momentum_vector, self.lr,
+                                                     self.momentum)
         return ArrayRecord(new), metrics
