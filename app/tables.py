@@ -298,6 +298,7 @@ def default_table13_rounds(cfg) -> int:
 def table13(overrides: list[str], quiet: bool = True) -> dict:
     from fl_mdisc.config import compose
 
+    command = "fl-mdisc table13 " + " ".join(overrides)  # every argument, as given
     seeds, overrides = pop_list(overrides, "seeds", [0])
     # the paper's DGC row is the paper rule (P_t = mu + tau * t); the history gate (strategy "dgc") can be added for
     # the federated protocol (the harness has one participant a round, no cohort to judge against)
@@ -345,7 +346,7 @@ def table13(overrides: list[str], quiet: bool = True) -> dict:
            "poison_attack": poison_attack, "seeds": [int(s) for s in seeds], "steps": steps,
            "cells": aggregate_cells(runs, steps), "paper": paper_table13(),
            "detection": detection(det_runs), "calibration": calibration_rows(det_runs),
-           "command": "fl-mdisc table13 " + " ".join(overrides)}
+           "command": command}
     write_table13(doc, out)
     plot_table13(runs, out / "table13.png", f"Table 13 ({protocol}, preset {base.preset_name}, seeds {[int(s) for s in seeds]})")
     plot_md_hist(det_runs, out / "md_hist.png")
@@ -363,6 +364,7 @@ def table1(overrides: list[str], quiet: bool = True) -> dict:
     from fl_mdisc.config import compose
     from .report import PAPER_TABLE1_CIFAR10, plot_md_stream, table1_markdown, table1_rows
 
+    command = "fl-mdisc table1 " + " ".join(overrides)  # every argument, as given
     seeds, overrides = pop_list(overrides, "seeds", [0])
     methods, overrides = pop_list(overrides, "methods", list(TABLE1_METHODS))
     scenarios, overrides = pop_list(overrides, "scenarios", ["clean", "poisoned"])
@@ -392,7 +394,7 @@ def table1(overrides: list[str], quiet: bool = True) -> dict:
     runs = [load_run(c) for c in cells]
     doc = {"preset": str(base.preset_name), "model": str(base.model.name), "rounds": R, "monitor_drop": drop,
            "seeds": [int(s) for s in seeds], "rows": table1_rows(runs), "paper": PAPER_TABLE1_CIFAR10,
-           "command": "fl-mdisc table1 " + " ".join(overrides)}
+           "command": command}
     (out / "table1.json").write_text(json.dumps(doc, indent=1))
     (out / "table1.md").write_text(table1_markdown(doc))
     import csv
