@@ -82,12 +82,19 @@ def grid_not_run(root: Path) -> str:
             "[grid.md](../results/grid-history/grid.md)).\n")
 
 
+def grid_misses(root: Path) -> str:
+    lines = [line for line in (root / "docs/results/grid-history/misses.md").read_text().split("\n")
+             if line.startswith("|")]
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "summary": summary_table,
     "grid-history-accuracy": lambda root: _grid_tables(root)[0],
     "grid-history-targets": lambda root: _grid_tables(root)[1],
     "grid-history-gaps": lambda root: _grid_tables(root)[2],
     "grid-history-status": grid_not_run,
+    "grid-history-misses": grid_misses,
 }
 
 
