@@ -2,7 +2,7 @@
 
 A generated block sits between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->``; :data:`BLOCKS` maps NAME
 to a function of the repository root that returns its Markdown, read from files under ``docs/results/`` (no cell is
-run). ``fl-mdisc docs`` rewrites the blocks in place; ``fl-mdisc docs --check`` changes nothing and exits 1 when a
+run), and ``table:<path>:<n>`` is the n-th table of a result page that a sweep command wrote. ``fl-mdisc docs`` rewrites the blocks in place; ``fl-mdisc docs --check`` changes nothing and exits 1 when a
 committed page differs from what the files give (tests/test_docs.py runs it), so a number in a page is always the
 number in its result folder.
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 PAGES = ("README.md", "docs/*.md", "docs/experiments/*.md")
-BLOCK = re.compile(r"(<!-- generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S)
+BLOCK = re.compile(r"(<!-- generated:(?P<name>[\w./:-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S)
 
 
 def _json(root: Path, rel: str) -> dict:
@@ -60,8 +60,9 @@ def summary_table(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _grid_tables(root: Path) -> list[str]:
-    md = (root / "docs/results/grid-history/grid.md").read_text()
+def md_tables(path: Path) -> list[str]:
+    """The Markdown tables of a file, in order."""
+    md = path.read_text()
     blocks, cur = [], []
     for line in md.split("\n"):
         if line.startswith("|"):
@@ -72,6 +73,10 @@ def _grid_tables(root: Path) -> list[str]:
     if cur:
         blocks.append("\n".join(cur) + "\n")
     return blocks
+
+
+def _grid_tables(root: Path) -> list[str]:
+    return md_tables(root / "docs/results/grid-history/grid.md")
 
 
 def grid_not_run(root: Path) -> str:
@@ -102,12 +107,20 @@ def pages(root: Path) -> list[Path]:
     return sorted({p for pattern in PAGES for p in root.glob(pattern)})
 
 
+def block(name: str, root: Path) -> str:
+    """A named block, or ``table:<path>:<n>``: the n-th table (from 0) of a committed result page."""
+    if name.startswith("table:"):
+        _, path, n = name.split(":")
+        return md_tables(root / path)[int(n)]
+    return BLOCKS[name](root)
+
+
 def render(text: str, root: Path) -> str:
     def one(m: re.Match) -> str:
         name = m.group("name")
-        if name not in BLOCKS:
+        if name not in BLOCKS and not name.startswith("table:"):
             raise KeyError(f"unknown generated block {name!r}; known: {sorted(BLOCKS)}")
-        return m.group(1) + BLOCKS[name](root) + m.group(4)
+        return m.group(1) + block(name, root) + m.group(4)
 
     return BLOCK.sub(one, text)
 
