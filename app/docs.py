@@ -87,19 +87,41 @@ def grid_not_run(root: Path) -> str:
             "[grid.md](../results/grid-history/grid.md)).\n")
 
 
+def _table_of(root: Path, rel: str) -> str:
+    lines = [line for line in (root / rel).read_text().split("\n") if line.startswith("|")]
+    return "\n".join(lines) + "\n"
+
+
 def grid_misses(root: Path) -> str:
-    lines = [line for line in (root / "docs/results/grid-history/misses.md").read_text().split("\n")
-             if line.startswith("|")]
+    return _table_of(root, "docs/results/grid-history/misses.md")
+
+
+def datasets_table(root: Path) -> str:
+    """The datasets as ``conf/dataset/*.yaml`` describes them, with where torchvision's files go."""
+    import yaml
+
+    from fl_mdisc.data import TORCHVISION, burnin_size
+
+    lines = ["| `dataset=` | classes | training images | burn-in / clients' pool (default share) | crop+flip | "
+             "torchvision's files under the data root |", "|---|---|---|---|---|---|"]
+    for name in ("cifar10", "svhn", "cifar100", "mnist"):
+        d = yaml.safe_load((root / "conf" / "dataset" / f"{name}.yaml").read_text())
+        n, b = int(d["train_size"]), burnin_size(d["burnin_share"], int(d["train_size"]))
+        files = TORCHVISION[name][1] + (" (`extra_32x32.mat` with `dataset.extra=true`)" if "extra" in d else "")
+        lines.append(f"| `{name}` | {d['num_classes']} | {n:,} | {b:,} / {n - b:,} ({d['burnin_share']}) | "
+                     f"{'yes' if d['augment'] else 'no'} | {files} |")
     return "\n".join(lines) + "\n"
 
 
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "summary": summary_table,
+    "datasets": datasets_table,
     "grid-history-accuracy": lambda root: _grid_tables(root)[0],
     "grid-history-targets": lambda root: _grid_tables(root)[1],
     "grid-history-gaps": lambda root: _grid_tables(root)[2],
     "grid-history-status": grid_not_run,
     "grid-history-misses": grid_misses,
+    "grid-history-separability": lambda root: _table_of(root, "docs/results/grid-history/separability.md"),
 }
 
 

@@ -38,6 +38,13 @@ def test_history_misses(tmp_path):
     assert "iid-n5-poisoned-dgc-s0" in (tmp_path / "m.md").read_text()
 
 
+def test_history_separability(tmp_path):
+    grid = _cells(tmp_path, "docs/results/grid-history", ["iid-n5-poisoned-dgc-s0", "iid-n5-clean-dgc-s0"])
+    _run(BENCH / "history_separability.py", grid, "--markdown", tmp_path / "s.md")
+    row = next(x for x in (tmp_path / "s.md").read_text().splitlines() if x.startswith("| iid-n5-poisoned-dgc-s0"))
+    assert row.count("|") == 7 and "clean" not in (tmp_path / "s.md").read_text()
+
+
 def test_history_gate_design(tmp_path):
     obs = _cells(tmp_path, "docs/results/design-obs", ["iid-n5-poisoned-dgc-s100", "iid-n5-clean-dgc-s100"])
     _run(BENCH / "history_gate_design.py", obs, "--markdown", tmp_path / "g.md")
