@@ -362,7 +362,7 @@ TABLE1_METHODS = {"st": ["strategy=st", "defense=none"], "gc": ["strategy=gc", "
 def table1(overrides: list[str], quiet: bool = True) -> dict:
     """The paper's online setting as a one-client federation with the stream-poisoning placement."""
     from fl_mdisc.config import compose
-    from .report import PAPER_TABLE1_CIFAR10, plot_md_stream, table1_markdown, table1_rows
+    from .report import PAPER_TABLE1, plot_md_stream, table1_markdown, table1_rows
 
     command = "fl-mdisc table1 " + " ".join(overrides)  # every argument, as given
     seeds, overrides = pop_list(overrides, "seeds", [0])
@@ -392,8 +392,9 @@ def table1(overrides: list[str], quiet: bool = True) -> dict:
                               "overrides": rest + common + TABLE1_METHODS[meth] + att + [f"seed={seed}"]})
     run_cells(cells, quiet)
     runs = [load_run(c) for c in cells]
-    doc = {"preset": str(base.preset_name), "model": str(base.model.name), "rounds": R, "monitor_drop": drop,
-           "seeds": [int(s) for s in seeds], "rows": table1_rows(runs), "paper": PAPER_TABLE1_CIFAR10,
+    doc = {"preset": str(base.preset_name), "dataset": str(base.dataset.name), "model": str(base.model.name),
+           "rounds": R, "monitor_drop": drop, "seeds": [int(s) for s in seeds], "rows": table1_rows(runs),
+           "paper": PAPER_TABLE1.get(str(base.dataset.name)),
            "command": command}
     (out / "table1.json").write_text(json.dumps(doc, indent=1))
     (out / "table1.md").write_text(table1_markdown(doc))

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import config_hash
-from .data import augment, load_dataset, split_of, to_float
+from .data import augment, burnin_size, load_for, split_of, to_float
 from .errors import CheckpointError
 from .md import fit_threshold, md_per_sample
 from .models import build_model
@@ -49,14 +49,14 @@ def _sha256(path: Path) -> str:
 
 
 def burnin_key(cfg) -> dict:
-    ds = load_dataset(cfg.dataset.name, cfg.data_root)
+    ds = load_for(cfg)
     fp = hashlib.sha256(ds.x_train[:64].tobytes() + ds.y_train.tobytes()).hexdigest()[:16]
     return {
         "format": FORMAT, "dataset": cfg.dataset.name, "data_fp": fp, "n_train": int(len(ds.y_train)),
         "model": {k: cfg.model[k] for k in ("name", "width")}, "seed": burnin_seed(cfg),
         "burnin": {k: cfg.burnin[k] for k in ("epochs", "hist_epoch", "lr", "warmup_epochs", "momentum",
                                               "weight_decay", "batch_size")},
-        "augment": bool(cfg.dataset.augment), "split": {"burnin": cfg.split.burnin, "probe": cfg.split.probe,
+        "augment": bool(cfg.dataset.augment), "split": {"burnin": burnin_size(cfg.split.burnin, len(ds.y_train)), "probe": cfg.split.probe,
                                                             "calib": int(cfg.split.calib or 0)},
     }
 
@@ -122,7 +122,7 @@ def ensure_burnin(cfg, log=print) -> dict:
     if not d.exists():
         log(f"burn-in cache miss: training {cfg.model.name} for {cfg.burnin.epochs} epochs "
             f"(burn-in seed {burnin_seed(cfg)}) -> {d}")
-        ds = load_dataset(cfg.dataset.name, cfg.data_root)
+        ds = load_for(cfg)
         split = split_of(cfg, len(ds.y_train))
         dev = pick_device(cfg)
         torch.manual_seed(burnin_seed(cfg))
@@ -176,7 +176,7 @@ def estimate_dsc_threshold(cfg, entry: dict, log=print) -> dict:
     path = Path(entry["dir"]) / f"dsc-threshold-{config_hash(key)}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    ds = load_dataset(cfg.dataset.name, cfg.data_root)
+    ds = load_for(cfg)
     split = split_of(cfg, len(ds.y_train))
     hist = load_model(cfg, entry["hist"], entry["hist_sha"])
     model = load_model(cfg, entry["start"], entry["start_sha"])

@@ -36,11 +36,13 @@ import numpy as np
 import torch
 
 from .assumption import assumed_f
-from .data import augment, load_dataset, split_of, stream_batch, to_float
+from .data import augment, burnin_size, load_for, split_of, stream_batch, to_float
 from .md import ProbeMD
 from .models import get_params, set_params
 from .train import local_sgd
 from .updates import server_sgd_step, update_norm
+
+SIMULATED_ID_OFFSET = 50_000  # simulated client k draws its stream as partition id k + this (apart from the real ids)
 
 
 def measured_statistic(cfg) -> str | None:
@@ -92,7 +94,7 @@ def simulated_population(cfg) -> int:
     return max(nh, int(cfg.strategy.calib_population))
 
 
-def label_skew(cfg, n_clients: int, seed: int, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray] | None:
+def label_skew(cfg, n_clients: int, seed: int, n_train: int) -> tuple[np.ndarray, np.ndarray] | None:
     """(label proportions, partition sizes) of ``n_clients`` simulated honest clients for ``fed.partition``; None
     for IID.
 
@@ -102,13 +104,14 @@ def label_skew(cfg, n_clients: int, seed: int, num_classes: int = 10) -> tuple[n
     each draw) are collected."""
     if str(cfg.fed.partition) == "iid":
         return None
-    from .experiment import min_partition_size
+    from .experiment import carved_for_attackers, min_partition_size
     from .data import partition_pool
 
     n, f = int(cfg.fed.num_clients), assumed_f(cfg) or 0
-    pool_size = 50_000 - int(cfg.split.burnin)
+    num_classes = int(cfg.dataset.num_classes)
+    pool_size = n_train - burnin_size(cfg.split.burnin, n_train)
     if cfg.fed.attacker_data == "pool":
-        pool_size -= 600  # the protocol carves the attackers' batches first whatever the attack (fl_mdisc/experiment.py)
+        pool_size -= sum(carved_for_attackers(cfg))  # carved first whatever the attack (fl_mdisc/experiment.py)
     labels = np.arange(pool_size) % num_classes
     pool = np.arange(pool_size)
     props, sizes, rep = [], [], 0
@@ -130,7 +133,7 @@ class SimulatedFederation:
     def __init__(self, cfg, entry, device="cpu", data=None, probe=None) -> None:
         from .burnin import load_model
 
-        ds = load_dataset(cfg.dataset.name, cfg.data_root)
+        ds = load_for(cfg)
         split = split_of(cfg, len(ds.y_train))
         if data is not None:  # another party's clean images (the DGC-aware attacker's own, fl_mdisc/adaptive.py)
             self.data = np.asarray(data)
@@ -147,10 +150,10 @@ class SimulatedFederation:
         self.seed = int(cfg.burnin.seed)
         self.B = int(cfg.fed.batch_size)
         self.population = simulated_population(cfg)
-        law = label_skew(cfg, self.population, self.seed)
+        law = label_skew(cfg, self.population, self.seed, len(ds.y_train))
         self.skew, self.sizes = (None, None) if law is None else law
         labels = ds.y_train[self.data]
-        self.by_class = [self.data[labels == c] for c in range(10)]
+        self.by_class = [self.data[labels == c] for c in range(int(cfg.dataset.num_classes))]
         if self.skew is not None and any(len(b) == 0 for b in self.by_class):  # a class absent from the data at hand:
             have = np.array([len(b) > 0 for b in self.by_class], dtype=np.float64)  # its share goes to the others
             self.skew = self.skew * have
@@ -165,7 +168,7 @@ class SimulatedFederation:
         """Simulated client k's batch of round rnd: IID from its own permutation of the calibration set, or with
         its label proportions (non-IID)."""
         if self.skew is None:
-            return stream_batch(self.data, self.B, self.seed, 50_000 + k, rnd - 1)
+            return stream_batch(self.data, self.B, self.seed, SIMULATED_ID_OFFSET + k, rnd - 1)
         rng = np.random.default_rng([self.seed, k, rnd, 6311])
         counts = rng.multinomial(min(self.B, int(self.sizes[k])), self.skew[k])  # a small partition: a small batch
         return np.concatenate([rng.choice(self.by_class[c], size=int(m), replace=int(m) > len(self.by_class[c]))

@@ -36,6 +36,7 @@ from .assumption import assumed_f
 from .calib_sim import (calib_rounds, honest_per_round, measured_statistic, n_honest, probe_size, simulate,
                         simulated_population, statistic_values)
 from .config import config_hash
+from .data import burnin_size, load_for
 
 __all__ = ["apply_calibration", "calibrate", "calibration_key", "fit_fpr_threshold", "n_honest", "honest_per_round",
            "simulated_population", "statistic_values", "simulate"]
@@ -66,7 +67,7 @@ def calibration_key(cfg, entry: dict) -> dict:
     s, fed = cfg.strategy, cfg.fed
     return {
         "format": FORMAT, "start": entry["start_sha"], "hist": entry["hist_sha"],
-        "split": {"burnin": int(cfg.split.burnin), "probe": int(cfg.split.probe), "calib": int(cfg.split.calib or 0)},
+        "split": {"burnin": burnin_size(cfg.split.burnin, len(load_for(cfg).y_train)), "probe": int(cfg.split.probe), "calib": int(cfg.split.calib or 0)},
         "protocol": cfg.protocol, "n_honest": n_honest(cfg), "B": int(fed.batch_size), "client_lr": float(fed.client_lr),
         "local_steps": int(fed.local_steps), "server_lr": float(fed.server_lr), "momentum": float(fed.server_momentum),
         "augment": bool(cfg.dataset.augment), "rounds": calib_rounds(cfg),

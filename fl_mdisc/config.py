@@ -25,7 +25,7 @@ OMNISCIENT_ATTACKS = ("alie", "ipm", "signflip", "gaussian", "inf", "mimic")  # 
 ATTACKS = ("none", "accumulative", "stream_poison", "lambda_update", "adaptive_update", "nan", "shape", "scale", "spoof",
            "crash") + OMNISCIENT_ATTACKS
 DEFENSES = ("none", "dsc", "at")
-DATASETS = ("cifar10", "mnist")
+DATASETS = ("cifar10", "cifar100", "svhn", "mnist")
 MODELS = ("small_cnn", "resnet18")
 PROTOCOLS = ("federated", "harness")
 
@@ -239,7 +239,9 @@ RANGES = (
     (_always, "burnin.batch_size", 1, None, {INT}),
     (_always, "burnin.calib_steps", 2, None, {INT}),
     (_always, "burnin.calib_quantile", 0, 1, set()),
-    (_always, "split.burnin", 1, None, {INT}),
+    (_always, "dataset.num_classes", 2, None, {INT}),
+    (_always, "dataset.burnin_share", 0, 0.99, {OPEN}),
+    (_always, "dataset.train_size", 2, None, {INT}),
     (_always, "split.probe", 0, None, {INT}),
     (_always, "split.calib", 0, None, {INT, NONE}),
 )
@@ -311,8 +313,16 @@ def _check_dgc(cfg) -> None:
 
 
 def _check_split(cfg) -> None:
-    if cfg.split.probe + int(cfg.split.calib or 0) >= cfg.split.burnin:
-        raise ConfigError("split.probe + split.calib must be smaller than split.burnin; lower them or raise split.burnin")
+    b = cfg.split.burnin
+    number = isinstance(b, (int, float)) and not isinstance(b, bool)
+    share = number and 0 < b < 1
+    if not (share or (number and b >= 1 and float(b).is_integer())):
+        raise ConfigError(f"split.burnin={b!r}: give a share of the training set in (0, 1) (e.g. 0.8) or a number of "
+                          "images (e.g. 40000)")
+    n = round(b * int(cfg.dataset.train_size)) if share else b  # nominal size; make_split checks the files' own
+    if cfg.split.probe + int(cfg.split.calib or 0) >= n:
+        raise ConfigError(f"split.probe + split.calib must be smaller than split.burnin ({n} images); lower them or "
+                          "raise split.burnin")
 
 
 CHECKS = (

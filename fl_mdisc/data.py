@@ -5,10 +5,13 @@ either of two layouts:
 
 * the npz layout of ``shared/data``: ``ROOT/<name>/{train,test}.npz`` with ``x`` uint8 (N,H,W[,C]) and
   ``y`` int64 (N,);
-* torchvision's own layout (``ROOT/cifar-10-batches-py``, ``ROOT/MNIST/raw``).
+* torchvision's own layout, read by torchvision's dataset classes (which check each file's MD5):
+  ``ROOT/cifar-10-batches-py``, ``ROOT/cifar-100-python`` (fine labels, 100 classes), ``ROOT/MNIST/raw``,
+  ``ROOT/{train,test,extra}_32x32.mat`` (SVHN; its label 10 is the digit 0, mapped to 0 by torchvision).
 
 Where neither exists, torchvision downloads the data if the network is reachable; offline, one
-:class:`DataError` says where to put the files. Pixels stay in [0, 1]; normalisation lives in the model,
+:class:`DataError` names the files and the folder. SVHN's ``extra`` set (531,131 images, 1.3 GB) is read only with
+``dataset.extra=true``: the papers train on ``train_32x32.mat`` alone. Pixels stay in [0, 1]; normalisation lives in the model,
 so attack/defence budgets (eps = 0.2) are in raw pixel units as in the official code.
 
 Split (fixed by ``split_seed``, independent of the run seed; the run seed redraws everything inside it):
@@ -32,9 +35,22 @@ import torch
 from .errors import DataError
 
 _HELP = (
-    "put train.npz/test.npz (x uint8 N,H,W[,C]; y int64) in {root}/{name}/ or torchvision's layout in {root}, "
+    "put train.npz/test.npz (x uint8 N,H,W[,C]; y int64) in {root}/{name}/ or torchvision's files ({files}) in {root}, "
     "or point data_root=... / FL_MDISC_DATA at the folder that has them (e.g. ../shared/data)"
 )
+
+# name -> (torchvision class, its files under the data root, how to ask for the train / test / extra split)
+TORCHVISION = {
+    "cifar10": ("CIFAR10", "cifar-10-batches-py/", "train"),
+    "cifar100": ("CIFAR100", "cifar-100-python/", "train"),
+    "mnist": ("MNIST", "MNIST/raw/", "train"),
+    "svhn": ("SVHN", "train_32x32.mat, test_32x32.mat", "split"),
+}
+
+
+def _help(name: str, root: Path) -> str:
+    files = TORCHVISION[name][1] + (" (and extra_32x32.mat with dataset.extra=true)" if name == "svhn" else "")
+    return _HELP.format(root=root, name=name, files=files)
 
 
 @dataclass(frozen=True)
@@ -64,44 +80,81 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return _to_nchw(x), y.astype(np.int64)
 
 
-def _load_torchvision(name: str, root: Path, download: bool) -> ArrayDataset:
+def _torchvision_split(name: str, root: Path, part: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One split (``train`` / ``test`` / ``extra``) through torchvision's own class, as uint8 NCHW and int64 labels."""
     import torchvision
 
-    cls = {"cifar10": torchvision.datasets.CIFAR10, "mnist": torchvision.datasets.MNIST}[name]
-    tr = cls(str(root), train=True, download=download)
-    te = cls(str(root), train=False, download=download)
+    cls_name, _files, how = TORCHVISION[name]
+    cls = getattr(torchvision.datasets, cls_name)
+    kw = {"split": part} if how == "split" else {"train": part == "train"}
+    ds = cls(str(root), download=download, **kw)
+    x = ds.data.numpy() if torch.is_tensor(ds.data) else np.asarray(ds.data)
+    y = getattr(ds, "targets", None)
+    y = ds.labels if y is None else y  # SVHN keeps its labels in ``labels``
+    y = y.numpy() if torch.is_tensor(y) else np.asarray(y)
+    return _to_nchw(x), y.astype(np.int64)
 
-    def arr(ds):
-        x = ds.data.numpy() if torch.is_tensor(ds.data) else np.asarray(ds.data)
-        y = ds.targets.numpy() if torch.is_tensor(ds.targets) else np.asarray(ds.targets)
-        return _to_nchw(x), y.astype(np.int64)
 
-    (xtr, ytr), (xte, yte) = arr(tr), arr(te)
+def _load_torchvision(name: str, root: Path, download: bool, extra: bool = False) -> ArrayDataset:
+    xtr, ytr = _torchvision_split(name, root, "train", download)
+    xte, yte = _torchvision_split(name, root, "test", download)
+    if extra:
+        xex, yex = _torchvision_split(name, root, "extra", download)
+        xtr, ytr = np.concatenate([xtr, xex]), np.concatenate([ytr, yex])
     return ArrayDataset(xtr, ytr, xte, yte)
 
 
+def _has_torchvision_files(name: str, root: Path) -> bool:
+    first = TORCHVISION[name][1].split(",")[0].strip().rstrip("/")
+    return (root / first).exists()
+
+
 @functools.lru_cache(maxsize=4)
-def load_dataset(name: str, root: str, download: bool = True) -> ArrayDataset:
-    """Load a dataset from ``root`` (npz or torchvision layout); download only where files are missing."""
+def load_dataset(name: str, root: str, download: bool = True, extra: bool = False) -> ArrayDataset:
+    """Load a dataset from ``root`` (npz or torchvision layout); download only where files are missing.
+
+    ``extra``: append SVHN's ``extra`` split to its training set (torchvision layout only)."""
+    if name not in TORCHVISION:
+        raise DataError(f"unknown dataset {name!r}; choose one of {sorted(TORCHVISION)}")
+    if extra and name != "svhn":
+        raise DataError(f"dataset.extra=true is SVHN's extra split; {name} has none (set dataset.extra=false)")
     rootp = Path(root)
     for d in (rootp / name, rootp):
-        if (d / "train.npz").is_file() and (d / "test.npz").is_file():
+        if not extra and (d / "train.npz").is_file() and (d / "test.npz").is_file():
             xtr, ytr = _load_npz(d / "train.npz")
             xte, yte = _load_npz(d / "test.npz")
             return ArrayDataset(xtr, ytr, xte, yte)
-    tv_marker = {"cifar10": rootp / "cifar-10-batches-py", "mnist": rootp / "MNIST" / "raw"}[name]
-    if tv_marker.exists():
+    if _has_torchvision_files(name, rootp):
         try:
-            return _load_torchvision(name, rootp, download=False)
+            return _load_torchvision(name, rootp, download=False, extra=extra)
         except Exception as exc:  # noqa: BLE001
-            raise DataError(f"{name} files under {rootp} are incomplete ({exc}); " + _HELP.format(root=rootp, name=name)) from None
+            raise DataError(f"{name} files under {rootp} are incomplete or corrupted ({exc}); " + _help(name, rootp)) from None
     if download and not os.environ.get("FL_MDISC_OFFLINE"):
         try:
             rootp.mkdir(parents=True, exist_ok=True)
-            return _load_torchvision(name, rootp, download=True)
+            return _load_torchvision(name, rootp, download=True, extra=extra)
         except Exception:  # noqa: BLE001 - offline or refused: fall through to the clear error
             pass
-    raise DataError(f"{name} not found under {rootp} and it could not be downloaded; " + _HELP.format(root=rootp, name=name))
+    raise DataError(f"{name} not found under {rootp} and it could not be downloaded; " + _help(name, rootp))
+
+
+def load_for(cfg) -> ArrayDataset:
+    """The dataset a config names, checked against its config (``dataset.shape``, ``dataset.num_classes``)."""
+    ds = load_dataset(str(cfg.dataset.name), str(cfg.data_root), extra=bool(cfg.dataset.get("extra") or False))
+    check_against(ds, cfg.dataset)
+    return ds
+
+
+def check_against(ds: ArrayDataset, dcfg) -> None:
+    """One clear error when the files on disk are not the dataset the config describes."""
+    shape, k = tuple(int(v) for v in dcfg.shape), int(dcfg.num_classes)
+    for part, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
+        if tuple(x.shape[1:]) != shape:
+            raise DataError(f"{dcfg.name} {part} images have shape {tuple(x.shape[1:])}, the config says {shape}; "
+                            f"the files under data_root are another dataset (or set dataset.shape)")
+        if len(y) and (y.min() < 0 or y.max() >= k):
+            raise DataError(f"{dcfg.name} {part} labels span {int(y.min())}..{int(y.max())}, outside the config's "
+                            f"{k} classes; the files under data_root are another dataset (or set dataset.num_classes)")
 
 
 def to_float(x: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -153,9 +206,20 @@ def make_split(n_train: int, burnin: int, probe: int, split_seed: int = 0, calib
                  perm[burnin - probe - calib: burnin - probe])
 
 
+def burnin_size(burnin, n_train: int) -> int:
+    """``split.burnin`` as a number of images: a share of the training set when in (0, 1), else a count.
+
+    >>> burnin_size(0.8, 50_000), burnin_size(0.8, 73_257), burnin_size(1000, 50_000)
+    (40000, 58606, 1000)
+    """
+    b = float(burnin)
+    return int(round(b * n_train)) if 0 < b < 1 else int(b)
+
+
 def split_of(cfg, n_train: int) -> Split:
     """The split a config asks for."""
-    return make_split(n_train, int(cfg.split.burnin), int(cfg.split.probe), calib=int(cfg.split.calib or 0))
+    return make_split(n_train, burnin_size(cfg.split.burnin, n_train), int(cfg.split.probe),
+                      calib=int(cfg.split.calib or 0))
 
 
 def partition_pool(pool: np.ndarray, labels: np.ndarray, num_partitions: int, method: str = "iid",

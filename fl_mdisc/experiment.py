@@ -27,7 +27,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from .config import OMNISCIENT_ATTACKS, config_hash
-from .data import ArrayDataset, Split, attacker_split, load_dataset, partition_pool, split_of
+from .data import ArrayDataset, Split, attacker_split, load_for, partition_pool, split_of
 from .errors import DataError
 
 ATTACKER_VAL_SIZE, ATTACKER_TRIGGER_SIZE = 500, 100  # conf/attack/{lambda_update,accumulative}.yaml
@@ -61,6 +61,13 @@ def min_partition_size(cfg, pool_size: int) -> int:
     return max(1, min(int(cfg.fed.batch_size), pool_size // (4 * int(cfg.fed.num_clients))))
 
 
+def carved_for_attackers(cfg) -> tuple[int, int]:
+    """(validation, trigger) sizes carved from the pool with ``fed.attacker_data=pool``, whatever the attack, so that
+    the clean run (attack=none has no sizes: the lambda-update config's) has the poisoned run's partitions."""
+    return (int(cfg.attack.get("val_size", ATTACKER_VAL_SIZE)),
+            int(cfg.attack.get("trigger_size", ATTACKER_TRIGGER_SIZE)))
+
+
 def attacker_data(parts: list[np.ndarray], malicious: list[int], val_size: int, trigger_size: int, seed: int,
                   shared: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """partition id -> (validation, trigger, stream) for colluding attackers (shared validation and trigger).
@@ -91,7 +98,7 @@ def make_plan(cfg) -> Plan:
     key = _plan_key(cfg)
     if key in _CACHE:
         return _CACHE[key]
-    ds = load_dataset(cfg.dataset.name, cfg.data_root)
+    ds = load_for(cfg)
     split = split_of(cfg, len(ds.y_train))
     pool = split.pool
     n, f = int(cfg.fed.num_clients), int(cfg.fed.num_malicious)
@@ -104,10 +111,8 @@ def make_plan(cfg) -> Plan:
         attacker[-1] = (pool[:nv], pool[nv:k], None)
         pool = pool[k:]
     if att != "stream_poison" and f > 0 and cfg.fed.attacker_data == "pool":
-        # carved whatever the attack, so that the clean run (attack=none) has the same partitions as the poisoned one
-        # the clean run (attack=none has no sizes) carves what the attack configs carve, so partitions match
-        nv = int(cfg.attack.get("val_size", ATTACKER_VAL_SIZE))
-        k = nv + int(cfg.attack.get("trigger_size", ATTACKER_TRIGGER_SIZE))
+        nv, nt = carved_for_attackers(cfg)
+        k = nv + nt
         if len(pool) <= k + n:
             raise DataError(f"the pool ({len(pool)} images) cannot give the attackers {k} images and the {n} clients "
                             "their partitions; lower split.burnin or attack.val_size/trigger_size")

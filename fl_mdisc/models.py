@@ -5,7 +5,8 @@
   BasicBlocks [2, 2, 2, 2], adaptive average pool, linear head. ``width`` = base channels (64 in the paper;
   16/32 give the same architecture cheaper). Kaiming-normal (fan_out) conv init, BN weight 1 / bias 0.
 * ``small_cnn``: the CPU-scale model of DESIGN.md section 8: conv 32/64/128 (3x3, ReLU) each followed by a
-  2x2 max-pool, then one linear layer (2048 -> 10 on CIFAR); no BatchNorm. 113,738 parameters at width 32.
+  2x2 max-pool, then one linear layer (2048 -> the dataset's classes at 32x32); no BatchNorm. 113,738 parameters at width 32
+  on CIFAR-10.
 
 Only trainable parameters are federated; BatchNorm running statistics stay those of the start checkpoint
 (a deliberate difference from the official harness, whose crafting forwards in train mode shift them).
@@ -31,7 +32,7 @@ class _Normalize(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    def __init__(self, num_classes=10, in_ch=3, size=32, width=32, mean=(0.5,), std=(0.5,)):
+    def __init__(self, num_classes: int, in_ch: int, size: int, width: int, mean=(0.5,), std=(0.5,)):
         super().__init__()
         self.norm = _Normalize(mean, std)
         w = width
@@ -68,7 +69,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    def __init__(self, num_classes=10, in_ch=3, width=64, mean=(0.5,), std=(0.5,)):
+    def __init__(self, num_classes: int, in_ch: int, width: int, mean=(0.5,), std=(0.5,)):
         super().__init__()
         self.norm = _Normalize(mean, std)
         w = width

@@ -371,6 +371,7 @@ def summarize(metrics: list[dict], rounds: list[dict], cfg) -> dict:
     R = max(acc) if acc else 0  # last accumulate round (num_rounds, or where the monitor fired)
     s = {"strategy": cfg.strategy.name, "attack": cfg.attack.name, "defense": cfg.defense.name,
          "protocol": cfg.protocol, "preset": cfg.get("preset_name"), "seed": int(cfg.seed),
+         "dataset": str(cfg.dataset.name), "num_classes": int(cfg.dataset.num_classes),
          "accuracy_start": acc.get(0), "accuracy_final": acc.get(R),
          "mean_accuracy": round(float(np.mean([v for k, v in acc.items() if 1 <= k <= R])), 4) if any(1 <= k <= R for k in acc) else None,
          "dropped_replies": sum(len(r["dropped"]) for r in rounds), "failures": sum(r["failures"] for r in rounds),

@@ -267,7 +267,7 @@ def test_non_iid_calibration_simulates_label_skew(tiny):
                 "fed.partition=dirichlet", "fed.dirichlet_alpha=0.1", "fed.batch_size=20", "fed.min_partition_size=5")
     assert honest_per_round(told) == 4  # told f = 2 of 10: 5 - round(5 * 2 / 10)
     assert simulated_population(cfg) == 100  # many clients: the honest statistic varies between clients
-    props, sizes = label_skew(cfg, 30, 0)
+    props, sizes = label_skew(cfg, 30, 0, len(make_plan(cfg).ds.y_train))
     assert props.shape == (30, 10) and np.allclose(props.sum(1), 1) and props.max(1).mean() > 0.4  # alpha 0.1: peaked
     assert sizes.min() >= 5 and len(set(sizes)) > 1
     entry = ensure_burnin(cfg, log=lambda m: None)

@@ -90,7 +90,16 @@ def test_table1_rows():
     md = table1_markdown({"preset": "cpu", "model": "m", "rounds": 60, "monitor_drop": 4, "seeds": [0, 1], "rows": [row],
                           "paper": {"start": 86.3, "clean": {"st": 84.4}, "poisoned": {"dsc": {"batch": 3, "poison": 81.2,
                                                                                                 "trigger": 77.3, "delta": -3.8}}}})
-    assert "| poisoned | DSC | 66.00 ± 0.00 | 10.50 ± 0.50 |" in md
+    assert "| poisoned | DSC | 66.00 ± 0.00 | 10.50 ± 0.50 |" in md and "CIFAR-10, ResNet-18; start 86.3)" in md
+    from app.report import PAPER_TABLE1
+
+    svhn = table1_markdown({"preset": "cpu", "model": "m", "rounds": 60, "monitor_drop": 4, "seeds": [0, 1], "rows": [row],
+                            "dataset": "svhn", "paper": PAPER_TABLE1["svhn"]})
+    assert "Table 1, SVHN, ResNet-18; start illegible in our copy; its DSC threshold mu = 0.5, tau = 0.02" in svhn
+    assert "| poisoned | GC | 7 | 89.7 | 88.3 | -1.4 |" in svhn
+    mnist = table1_markdown({"preset": "cpu", "model": "m", "rounds": 60, "monitor_drop": 4, "seeds": [0], "rows": [row],
+                             "dataset": "mnist", "paper": None})
+    assert "MNIST" in mnist and "has no MNIST rows" in mnist
 
 
 def test_pop_list():
