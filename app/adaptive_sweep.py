@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fl_mdisc.errors import ConfigError
-from .report import label
+from .report import label, save_figure
 
 
 def _budget_name(b) -> str:
@@ -130,10 +130,7 @@ def plot_adaptive(doc: dict, path: Path) -> None:
     a2.set_title("Detection and what the attacker keeps")
     a2.grid(alpha=0.3)
     a2.legend(fontsize=8)
-    fig.suptitle(f"DGC-aware attacker (preset {doc['preset']}, seeds {doc['seeds']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, f"DGC-aware attacker (preset {doc['preset']}, seeds {doc['seeds']})")
 
 
 def adaptive(overrides: list[str], quiet: bool = True) -> dict:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from fl_mdisc.errors import ConfigError
-from .report import label, report_steps
+from .report import label, report_steps, save_figure
 
 
 def grid_settings(base) -> dict[str, list[str]]:
@@ -320,9 +320,7 @@ def plot_grid(doc: dict, path: Path) -> None:
         ax.legend(fontsize=8, loc="lower left")
         ax.set_title(f"{settings[0]}: strategies x attacks (preset {doc['preset']}, {doc['rounds']} rounds, "
                      f"seeds {doc['seeds']})")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save_figure(fig, path)
         return
     fig, axes = plt.subplots(1, len(scens), figsize=(6.5 * len(scens), 4.2), sharey=True, squeeze=False)
     axes = axes[0]
@@ -345,10 +343,7 @@ def plot_grid(doc: dict, path: Path) -> None:
         if lo:
             ax.set_ylim(max(0, min(lo) - 10), min(100, max(lo) + 5))
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"fl-mdisc grid (preset {doc['preset']}, {doc['rounds']} rounds, seeds {doc['seeds']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, f"fl-mdisc grid (preset {doc['preset']}, {doc['rounds']} rounds, seeds {doc['seeds']})")
 
 
 def grid(overrides: list[str], quiet: bool = True) -> dict:

@@ -35,6 +35,23 @@ STRATEGY_LABEL = {"dgc": "DGC (history)", "dgc_paper": "DGC (paper rule)", "dgc_
                   "fldetector": "FLDetector"}
 
 
+def _md_table(intro: str, header: list[str], rows: list[list]) -> list[str]:
+    """A blank line, ``intro``, a blank line and a Markdown table (cells through ``str``)."""
+    return (["", intro, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(str(v) for v in r) + " |" for r in rows])
+
+
+def save_figure(fig, path: Path, title: str | None = None) -> None:
+    """Title (optional), tight layout, write at 110 dpi, close: the end of every plot of the reports."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def label(name: str) -> str:
     """Display name of a strategy / method (the JSON keeps the config name); ``byzfl-<agg>[-<pre>...]`` reads
     ``ByzFL <AGG>+<PRE>``; a ``@f`` suffix (the server told the true number of attackers, ``assume.f``) reads
@@ -169,23 +186,22 @@ def table13_markdown(doc: dict) -> str:
     for c in p["cells"]:
         lines.append(f"| {c['scenario']} | {c['strategy'].upper()} | " + " | ".join(f"{v:.2f}" for v in c["accuracy_mean"]) + " |")
     if doc.get("detection"):
-        lines += ["", "Detection (`flagged = s_k > P_t`, DGC's statistic per client per round, against the known malicious "
-                  "client; per seed, each with its own burn-in, and pooled):", "",
-                  "| scenario | attack | strategy | seed | AUROC | precision | recall | honest flagged | s malicious | s honest |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for d in doc["detection"]:
-            lines.append(f"| {d['scenario']} | {d['attack']} | {d['strategy']} | {d.get('seed', 'all')} | {_fmt(d['auroc'])} | "
-                         f"{_fmt(d['precision'])} | {_fmt(d['recall'])} | {_fmt(d['flagged_honest_rate'])} | "
-                         f"{_fmt(d['md_malicious_mean'], digits=4)} | {_fmt(d['md_honest_mean'], digits=4)} |")
+        lines += _md_table(
+            "Detection (`flagged = s_k > P_t`, DGC's statistic per client per round, against the known malicious "
+            "client; per seed, each with its own burn-in, and pooled):",
+            ["scenario", "attack", "strategy", "seed", "AUROC", "precision", "recall", "honest flagged", "s malicious",
+             "s honest"],
+            [[d["scenario"], d["attack"], d["strategy"], d.get("seed", "all"), _fmt(d["auroc"]), _fmt(d["precision"]),
+              _fmt(d["recall"]), _fmt(d["flagged_honest_rate"]), _fmt(d["md_malicious_mean"], digits=4),
+              _fmt(d["md_honest_mean"], digits=4)] for d in doc["detection"]])
     if doc.get("calibration"):
-        lines += ["", "Computed where the run happened (calibration.json of each seed's DGC cell): burn-in accuracies "
-                  "of θ_hist / θ_start, C, and DGC's P_t = μ + τ·t:", "",
-                  "| seed | burn-in seed | θ_hist | θ_start | C | statistic | μ | τ | in-sample FPR |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for c in doc["calibration"]:
-            lines.append(f"| {c['seed']} | {c.get('burnin_seed')} | {_fmt(c.get('hist_accuracy'))} | {_fmt(c.get('start_accuracy'))} | "
-                         f"{_fmt(c.get('clip_norm'), digits=3)} | {c.get('statistic')} | {_fmt(c.get('mu'), digits=4)} | "
-                         f"{_fmt(c.get('tau'), digits=5)} | {_fmt(c.get('fpr_in_sample'), digits=3)} |")
+        lines += _md_table(
+            "Computed where the run happened (calibration.json of each seed's DGC cell): burn-in accuracies "
+            "of θ_hist / θ_start, C, and DGC's P_t = μ + τ·t:",
+            ["seed", "burn-in seed", "θ_hist", "θ_start", "C", "statistic", "μ", "τ", "in-sample FPR"],
+            [[c["seed"], c.get("burnin_seed"), _fmt(c.get("hist_accuracy")), _fmt(c.get("start_accuracy")),
+              _fmt(c.get("clip_norm"), digits=3), c.get("statistic"), _fmt(c.get("mu"), digits=4),
+              _fmt(c.get("tau"), digits=5), _fmt(c.get("fpr_in_sample"), digits=3)] for c in doc["calibration"]])
     return "\n".join(lines) + "\n"
 
 
@@ -234,10 +250,7 @@ def plot_table13(runs: list[dict], path: Path, title: str) -> None:
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, title)
 
 
 def plot_md_hist(runs: list[dict], path: Path) -> None:
@@ -269,46 +282,39 @@ def plot_md_hist(runs: list[dict], path: Path) -> None:
         ax.set_title(f"per-client DGC statistic s_k, attack={att}")
         ax.set_xlabel("s_k (rounds.jsonl 'stat': MD of the candidate vs theta_hist, or its increase over theta_t)")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
-# Zhu et al. 2023, Table 1 (ResNet-18, online stream, means; the paper's DSC threshold P = mu + tau * m beside each
-# dataset). Cells illegible in our text copy of the paper are left out (None) rather than guessed: CIFAR-10's
-# clean-oracle GC and AT, SVHN's start accuracy.
-PAPER_TABLE1 = {
-    "cifar10": {
-        "start": 86.3, "dsc_threshold": {"mu": 0.5, "tau": 0.02},
-        "clean": {"st": 84.4, "dsc": 84.7},
-        "poisoned": {
-            "st": {"batch": 1, "poison": 75.7, "trigger": 50.4, "delta": -25.3},
-            "gc": {"batch": 3, "poison": 79.7, "trigger": 75.1, "delta": -4.6},
-            "at": {"batch": 3, "poison": 80.1, "trigger": 75.3, "delta": -4.7},
-            "dsc": {"batch": 3, "poison": 81.2, "trigger": 77.3, "delta": -3.8},
-        },
-    },
-    "svhn": {
-        "start": None, "dsc_threshold": {"mu": 0.5, "tau": 0.02},
-        "clean": {"st": 93.4, "gc": 94.5, "at": 89.9, "dsc": 94.7},
-        "poisoned": {
-            "st": {"batch": 3, "poison": 85.4, "trigger": 70.4, "delta": -15.4},
-            "gc": {"batch": 7, "poison": 89.7, "trigger": 88.3, "delta": -1.4},
-            "at": {"batch": 7, "poison": 89.6, "trigger": 88.7, "delta": -0.9},
-            "dsc": {"batch": 9, "poison": 89.9, "trigger": 88.8, "delta": -1.1},
-        },
-    },
-    "cifar100": {
-        "start": 59.0, "dsc_threshold": {"mu": 1.7, "tau": 0.1},
-        "clean": {"st": 55.8, "gc": 60.2, "at": 49.5, "dsc": 55.0},
-        "poisoned": {
-            "st": {"batch": 3, "poison": 42.9, "trigger": 32.6, "delta": -10.3},
-            "gc": {"batch": 4, "poison": 49.8, "trigger": 43.8, "delta": -6.1},
-            "at": {"batch": 5, "poison": 47.7, "trigger": 44.4, "delta": -3.2},
-            "dsc": {"batch": 5, "poison": 48.6, "trigger": 45.4, "delta": -3.2},
-        },
-    },
-}
+
+
+def _parse_paper_table1(text: str) -> dict:
+    """``app/paper_table1.md`` -> {dataset: {start, dsc_threshold, clean: {method: acc}, poisoned: {method: {...}}}}."""
+    def num(v: str):
+        return None if v == "-" else int(v) if v.isdigit() else float(v)
+
+    tables, rows = [], None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            rows = None
+        elif not line.startswith("|---"):
+            if rows is None:
+                rows = []
+                tables.append(rows)
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+    heads, results = tables[0][1:], tables[1][1:]
+    out = {}
+    for name, start, mu, tau in heads:
+        out[name] = {"start": num(start), "dsc_threshold": {"mu": num(mu), "tau": num(tau)}, "clean": {}, "poisoned": {}}
+    for name, scenario, method, batch, poison, trigger, delta in results:
+        if scenario == "clean":
+            out[name]["clean"][method] = num(poison)
+        else:
+            out[name]["poisoned"][method] = {"batch": num(batch), "poison": num(poison), "trigger": num(trigger),
+                                             "delta": num(delta)}
+    return out
+
+
+PAPER_TABLE1 = _parse_paper_table1(Path(__file__).with_name("paper_table1.md").read_text())
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN", "mnist": "MNIST"}
 
 
@@ -387,9 +393,7 @@ def plot_md_stream(runs: list[dict], path: Path) -> None:
     ax.set_title("Memorization Discrepancy along the stream (ST, poisoned)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_calibration(fit: dict, path) -> None:
@@ -421,6 +425,4 @@ def plot_calibration(fit: dict, path) -> None:
     ax.axvline(fit["clip_norm"], color="C3", label=f"C = {fit['clip_norm']:.3g}")
     ax.set_xlabel("honest update L2 norm (simulated)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fl_mdisc.errors import ConfigError
+from .report import save_figure
 
 # The paper's Table 3 (CIFAR-10, ResNet-18, ST only; its Delta of beta 0.1 is printed "11.12", a sign slip)
 PAPER_TABLE3 = {"start": 86.3, "betas": [0.0, 0.05, 0.1, 0.2], "poison": [81.4, 80.9, 80.9, 80.3],
@@ -112,10 +113,7 @@ def plot_table3(doc: dict, path: Path) -> None:
     a2.set_title("Does the constraint lower MD?")
     a2.grid(alpha=0.3)
     a2.legend()
-    fig.suptitle(f"Table 3 (preset {doc['preset']}, md_form {doc['md_form']}, seeds {doc['seeds']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, f"Table 3 (preset {doc['preset']}, md_form {doc['md_form']}, seeds {doc['seeds']})")
 
 
 def table3(overrides: list[str], quiet: bool = True) -> dict:

@@ -19,13 +19,14 @@ poisoning updates) and the mean, and the same per setting. The chosen rule is re
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import defaultdict, deque
 from pathlib import Path
 
 import numpy as np
+
+from _report import emit, folder_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fl_mdisc.gate import outlying  # noqa: E402
@@ -84,10 +85,7 @@ def gate_flags(rounds) -> list[list[tuple]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("results")
-    ap.add_argument("--markdown")
-    a = ap.parse_args()
+    a = folder_args(__doc__, "results")
     cells = sorted(p for p in (Path(a.results) / "cells").iterdir() if (p / "summary.json").is_file())
     data = {p.name: load(p) for p in cells}
     res: dict = {}
@@ -110,10 +108,7 @@ def main() -> None:
         f, rc = rates(gate_flags(r))
         assert (f, rc) == res[chosen][name], f"replay and HistoryGate disagree on {name}"
         lines.append(f"| {name} | {f:.3f} | {'–' if rc is None else f'{rc:.3f}'} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.markdown:
-        Path(a.markdown).write_text(text)
+    emit(lines, a.markdown)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,13 @@ For every ``*-dgc-s*`` cell under ``GRID_DIR/cells`` (the history gate's ``round
 """
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from _report import emit, folder_args
 
 
 def cell_stats(cell: Path) -> dict:
@@ -75,10 +76,7 @@ def cell_stats(cell: Path) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("grid")
-    ap.add_argument("--markdown")
-    a = ap.parse_args()
+    a = folder_args(__doc__, "grid")
     rows = [cell_stats(c) for c in sorted(Path(a.grid, "cells").glob("*-dgc-s*")) if (c / "summary.json").is_file()]
 
     def f(v, d=2):
@@ -97,10 +95,7 @@ def main() -> None:
                      f"{r['honest_flagged']} / {r['honest']} | {r['honest_clients_flagged']} | "
                      f"{f(r['top_client_share'])} | {f(r['flagged_attacker_shrink'])} | "
                      f"{f(r['flagged_attacker_vs_honest'])} | {f(r['missed_strength'])} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.markdown:
-        Path(a.markdown).write_text(text)
+    emit(lines, a.markdown)
 
 
 if __name__ == "__main__":

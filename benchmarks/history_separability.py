@@ -16,12 +16,13 @@ If even this bound misses the targets in a setting, the statistic (not the thres
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import yaml
+
+from _report import emit, folder_args
 
 
 def scores(cell: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -72,10 +73,7 @@ def cell_row(cell: Path) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("grid")
-    ap.add_argument("--markdown")
-    a = ap.parse_args()
+    a = folder_args(__doc__, "grid")
     rows = [cell_row(c) for c in sorted(Path(a.grid, "cells").glob("*-poisoned-dgc-s*")) if (c / "summary.json").is_file()]
 
     def f(v):
@@ -89,10 +87,7 @@ def main() -> None:
         z, h = r["z"] or (None,) * 3, r["score"] or (None,) * 3
         lines.append(f"| {r['cell']} | {f(z[0])} | {f(z[1])} ({f(z[2])}) | {f(h[0])} | {f(h[1])} ({f(h[2])}) | "
                      f"{f(r['kappa'])} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.markdown:
-        Path(a.markdown).write_text(text)
+    emit(lines, a.markdown)
 
 
 if __name__ == "__main__":
