@@ -360,9 +360,12 @@ TABLE1_METHODS = {"st": ["strategy=st", "defense=none"], "gc": ["strategy=gc", "
 
 
 def table1(overrides: list[str], quiet: bool = True) -> dict:
-    """The paper's online setting as a one-client federation with the stream-poisoning placement."""
+    """The paper's online setting as a one-client federation with the stream-poisoning placement.
+
+    ``datasets=[cifar10,svhn,cifar100]`` runs the paper's three blocks in one sweep (one ``flwr run``: the cells
+    share their federation) and writes one folder per dataset under ``out_dir``; one dataset (``dataset=`` or the
+    default) writes into ``out_dir`` itself."""
     from fl_mdisc.config import compose
-    from .report import PAPER_TABLE1, plot_md_stream, table1_markdown, table1_rows
 
     command = "fl-mdisc table1 " + " ".join(overrides)  # every argument, as given
     seeds, overrides = pop_list(overrides, "seeds", [0])
@@ -371,35 +374,58 @@ def table1(overrides: list[str], quiet: bool = True) -> dict:
     unknown = [m for m in methods if m not in TABLE1_METHODS]
     if unknown:
         raise ConfigError(f"unknown table1 method(s) {unknown}; choose from {list(TABLE1_METHODS)}")
+    datasets, overrides = pop_list(overrides, "datasets", [])
     rest = [o for o in overrides if not o.startswith("out_dir=")]
     base = compose(rest)
+    datasets = datasets or [str(base.dataset.name)]
+    for d in datasets:
+        compose(rest + [f"dataset={d}"])  # every dataset is a valid config before the first cell starts
     out = Path(_get(overrides, "out_dir") or f"outputs/table1-{base.preset_name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     R = int(_get(rest, "num_rounds") or base.tables.table1_rounds)
     drop = float(_get(rest, "monitor_drop") or base.tables.table1_monitor_drop)
     common = ["fed.num_clients=1", "fed.num_malicious=0", f"fed.server_lr={base.harness.server_lr}",
               f"num_rounds={R}", f"eval_every={max(1, R // 10)}", "log_md=true"]
-    rest = [o for o in rest if not o.startswith(("num_rounds=", "monitor_drop="))]
+    rest = [o for o in rest if not o.startswith(("num_rounds=", "monitor_drop=", "dataset="))]
+    cells = [c for d in datasets for c in _table1_cells(d, scenarios, methods, seeds, rest + common, drop, out)]
+    run_cells(cells, quiet)
+    docs = {}
+    for d in datasets:
+        where = out if len(datasets) == 1 else out / d
+        where.mkdir(parents=True, exist_ok=True)
+        meta = {"preset": str(base.preset_name), "dataset": d, "model": str(base.model.name), "rounds": R,
+                "monitor_drop": drop, "seeds": [int(s) for s in seeds], "command": command}
+        docs[d] = _write_table1([load_run(c) for c in cells if c["dataset"] == d], meta, where)
+    return docs[datasets[0]] if len(datasets) == 1 else docs
+
+
+def _table1_cells(dataset: str, scenarios, methods, seeds, overrides: list[str], drop: float, out: Path) -> list[dict]:
+    """The cells of one dataset's block (CIFAR-10's keep their names, the others are prefixed with the dataset)."""
+    prefix = "" if dataset == "cifar10" else f"{dataset}-"
     cells = []
     for scen in scenarios:
         for meth in methods:
             for seed in seeds:
                 att = ["attack=none"] if scen == "clean" else ["attack=stream_poison", "attack.victims=1",
                                                                 f"monitor_drop={drop}"]
-                name = f"online-{scen}-{meth}-s{seed}"
+                name = f"{prefix}online-{scen}-{meth}-s{seed}"
                 cells.append({"name": name, "scenario": scen, "method": meth, "strategy": meth, "seed": int(seed),
-                              "out_dir": str(out / "cells" / name),
-                              "overrides": rest + common + TABLE1_METHODS[meth] + att + [f"seed={seed}"]})
-    run_cells(cells, quiet)
-    runs = [load_run(c) for c in cells]
-    doc = {"preset": str(base.preset_name), "dataset": str(base.dataset.name), "model": str(base.model.name),
-           "rounds": R, "monitor_drop": drop, "seeds": [int(s) for s in seeds], "rows": table1_rows(runs),
-           "paper": PAPER_TABLE1.get(str(base.dataset.name)),
-           "command": command}
-    (out / "table1.json").write_text(json.dumps(doc, indent=1))
-    (out / "table1.md").write_text(table1_markdown(doc))
+                              "dataset": dataset, "out_dir": str(out / "cells" / name),
+                              "overrides": overrides + [f"dataset={dataset}"] + TABLE1_METHODS[meth] + att
+                              + [f"seed={seed}"]})
+    return cells
+
+
+def _write_table1(runs: list[dict], meta: dict, out: Path) -> dict:
+    """``table1.{json,md,csv}`` and ``md_stream.png`` of one dataset's block, beside the paper's rows for it."""
     import csv
 
+    from .report import PAPER_TABLE1, plot_md_stream, table1_markdown, table1_rows
+
+    doc = {k: meta[k] for k in ("preset", "dataset", "model", "rounds", "monitor_drop", "seeds")}
+    doc.update(rows=table1_rows(runs), paper=PAPER_TABLE1.get(meta["dataset"]), command=meta["command"])
+    (out / "table1.json").write_text(json.dumps(doc, indent=1))
+    (out / "table1.md").write_text(table1_markdown(doc))
     with open(out / "table1.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["scenario", "method", "seeds", "start", "start_std", "batch", "batch_std", "poison", "poison_std",

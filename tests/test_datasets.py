@@ -146,15 +146,17 @@ def test_a_2_round_run_on_each_dataset(both):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, classes", [("cifar100", 100), ("svhn", 10)])
-def test_a_2_round_table1_cell_on_each_dataset(both, name, classes):
+def test_a_2_round_table1_cell_on_each_dataset(both):
+    """`fl-mdisc table1 datasets=[cifar100,svhn]`: the paper's blocks in one sweep, each beside the paper's rows and
+    DSC threshold for that dataset."""
     tmp, env = both
-    out = tmp / f"t1-{name}"
-    ov = [o for o in tiny_overrides(tmp / "data", tmp / "cache", out, f"dataset={name}") if not o.startswith("num_rounds=")]
-    _cli(env, "table1", *ov, "num_rounds=2", "methods=[dsc]", "scenarios=[poisoned]")
-    doc = json.loads((out / "table1.json").read_text())
-    assert doc["dataset"] == name and [r["method"] for r in doc["rows"]] == ["dsc"]
-    assert json.loads((out / "cells" / "online-poisoned-dsc-s0" / "summary.json").read_text())["num_classes"] == classes
-    md = (out / "table1.md").read_text()
-    assert {"cifar100": "CIFAR-100", "svhn": "SVHN"}[name] in md
-    assert "mu = " + str({"cifar100": 1.7, "svhn": 0.5}[name]) in md  # the paper's threshold for that dataset
+    out = tmp / "t1"
+    ov = [o for o in tiny_overrides(tmp / "data", tmp / "cache", out) if not o.startswith("num_rounds=")]
+    _cli(env, "table1", *ov, "num_rounds=2", "methods=[dsc]", "scenarios=[poisoned]", "datasets=[cifar100,svhn]")
+    for name, classes, title, mu in (("cifar100", 100, "CIFAR-100", 1.7), ("svhn", 10, "SVHN", 0.5)):
+        doc = json.loads((out / name / "table1.json").read_text())
+        assert doc["dataset"] == name and [r["method"] for r in doc["rows"]] == ["dsc"]
+        cell = out / "cells" / f"{name}-online-poisoned-dsc-s0" / "summary.json"
+        assert json.loads(cell.read_text())["num_classes"] == classes
+        md = (out / name / "table1.md").read_text()
+        assert title in md and f"mu = {mu}" in md  # the paper's threshold for that dataset
