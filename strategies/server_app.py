@@ -359,8 +359,11 @@ def _round_row(rnd, phase, replies, clip, validator, plan, failures, unchanged) 
     for e in (clip.client_log if clip is not None else []):
         clients.setdefault(e["partition-id"], {"partition-id": e["partition-id"]}).update(
             {k: (round(v, 8) if isinstance(v, float) else v) for k, v in e.items()})
-    return {"round": rnd, "phase": phase, "clients": [clients[k] for k in sorted(clients)],
-            "dropped": validator.dropped, "failures": len(failures), "unchanged": bool(unchanged)}
+    row = {"round": rnd, "phase": phase, "clients": [clients[k] for k in sorted(clients)],
+           "dropped": validator.dropped, "failures": len(failures), "unchanged": bool(unchanged)}
+    if validator.failed:  # who failed and why (a round without failures keeps the row as before)
+        row["failed"] = validator.failed
+    return row
 
 
 def summarize(metrics: list[dict], rounds: list[dict], cfg) -> dict:

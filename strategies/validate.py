@@ -11,6 +11,10 @@ configuration: :func:`strategies.sampling.learn_partition_ids`), a reply is also
 sent a training message this round, when it repeats a sender already received, or when the ``partition-id`` it
 claims differs from its sender's (``spoofed``: without this a malicious client could have its update logged,
 scored and attributed as an honest client's).
+
+Failures: an error reply (the ClientApp raised, or the SuperLink answered for a node that stopped sending heartbeats,
+with source ``SUPERLINK_NODE_ID`` and the id of the message it answers) is a failure of the node that message was
+sent to: logged once in ``failed`` with that node's partition id and the error's own reason, never as a dropped reply.
 """
 
 from __future__ import annotations
@@ -59,19 +63,41 @@ class ReplyValidator(StrategyWrapper):
         self.max_examples = max_examples
         self.dropped: list[dict] = []
         self.extra_metrics: dict[int, dict] = {}
+        self.failed: list[dict] = []
         self.node_to_pid: dict[int, int] | None = None  # set by the ServerApp; None: no identity check (unit use)
         self.expected: set[int] = set()
+        self.sent: list[Message] = []
 
     def configure_train(self, server_round, arrays, config, grid):
         msgs = list(super().configure_train(server_round, arrays, config, grid))
         self.expected = {int(m.metadata.dst_node_id) for m in msgs}
+        self.sent = msgs  # the Grid writes each one's message id into it when it pushes it
         return msgs
+
+    def sender(self, msg: Message) -> int:
+        """The node a reply stands for: its source, or for an error reply the node its answered message went to
+        (the SuperLink writes a dead node's error reply itself, from ``SUPERLINK_NODE_ID``)."""
+        if msg.has_error():
+            to = {m.metadata.message_id: int(m.metadata.dst_node_id) for m in self.sent if m.metadata.message_id}
+            node = to.get(msg.metadata.reply_to_message_id)
+            if node is not None:
+                return node
+        return int(msg.metadata.src_node_id)
+
+    def partition_of(self, msg: Message) -> int:
+        """The sender's own partition when the server knows it, else the one the reply claims (-1: none)."""
+        node = self.sender(msg)
+        if self.node_to_pid is not None and node in self.node_to_pid:
+            return self.node_to_pid[node]
+        if not msg.has_error() and len(msg.content.metric_records) == 1:
+            return int(next(iter(msg.content.metric_records.values())).get("partition-id", -1))
+        return -1
 
     def identity_problem(self, msg: Message, seen: set[int]) -> str | None:
         """None when the reply comes from a node sent a message this round, once, claiming its own partition."""
         if self.node_to_pid is None:
             return None
-        src = int(msg.metadata.src_node_id)
+        src = self.sender(msg)
         if src not in self.node_to_pid or (self.expected and src not in self.expected):
             return f"node {src} was not sampled this round"
         if src in seen:
@@ -83,23 +109,21 @@ class ReplyValidator(StrategyWrapper):
         return None
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
-        self.dropped = []
+        self.dropped, self.failed = [], []
         self.extra_metrics = {}
         valid = []
         seen: set[int] = set()
         for msg in replies:
+            if msg.has_error():
+                self.failed.append({"partition-id": self.partition_of(msg), "reason": str(msg.error.reason)})
+                continue
             reason = self.identity_problem(msg, seen) or check_reply(msg, self.current_arrays, self.max_examples)
             if self.node_to_pid is not None:
-                seen.add(int(msg.metadata.src_node_id))
+                seen.add(self.sender(msg))
             if reason is None:
                 valid.append(msg)
             else:
-                pid = -1
-                if self.node_to_pid is not None and int(msg.metadata.src_node_id) in self.node_to_pid:
-                    pid = self.node_to_pid[int(msg.metadata.src_node_id)]  # the sender's own partition
-                elif not msg.has_error() and len(msg.content.metric_records) == 1:
-                    pid = int(next(iter(msg.content.metric_records.values())).get("partition-id", -1))
-                self.dropped.append({"partition-id": pid, "reason": reason,
+                self.dropped.append({"partition-id": self.partition_of(msg), "reason": reason,
                                      **({"spoofed": True} if reason.startswith("spoofed") else {})})
         valid.sort(key=lambda m: int(next(iter(m.content.metric_records.values()))["partition-id"]))
         if not valid:

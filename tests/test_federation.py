@@ -109,6 +109,30 @@ class TestIdentity:
         assert len(reasons) == 2 and "duplicate reply from node 100" in reasons[0] and "not sampled" in reasons[1]
 
 
+    def test_a_dead_nodes_error_reply_is_one_failure_of_its_partition(self, monkeypatch):
+        """The SuperLink answers for a node whose heartbeat expired: source SUPERLINK_NODE_ID, replying to the
+        message sent to that node. It is that node's failure (its partition, Flower's reason), not a dropped reply
+        from an unsampled node 1."""
+        from flwr.common.constant import SUPERLINK_NODE_ID
+        from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
+        from flwr.supercore.task_identity import TaskIdentity
+
+        for k, val in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):  # what a ServerApp run sets
+            monkeypatch.setattr(TaskIdentity, k, val)
+        v = self._validator()
+        sent = [Message(RecordDict(), dst_node_id=100 + p, message_type=MessageType.TRAIN) for p in range(3)]
+        for i, m in enumerate(sent):  # what the Grid does when it pushes them
+            m.metadata.__dict__["_message_id"] = f"sent-{i}"
+        v.sent, v.expected = sent, {100, 101, 102}
+        dead = create_message_error_unavailable_res_message(sent[1].metadata, "node_unavail")
+        assert dead.metadata.src_node_id == SUPERLINK_NODE_ID
+        good = [_node_reply(p, 100 + p, [np.full(3, 1.0)]) for p in (0, 2)]
+        arrays, _ = v.aggregate_train(1, good + [dead])
+        assert v.dropped == [] and len(v.failed) == 1 and v.failed[0]["partition-id"] == 1
+        assert "Node Unavailable" in v.failed[0]["reason"]
+        assert np.allclose(arrays.to_numpy_ndarrays()[0], 1.0)
+
+
 class _Grid:
     def get_node_ids(self):
         return [555, 444, 333]

@@ -115,7 +115,9 @@ def test_failing_client_does_not_stop_the_run(dirs):
     assert s["failures"] == 3 and s["unchanged_rounds"] == 0
     rr = rows(base / "crash" / "rounds.jsonl")
     assert [c["partition-id"] for c in rr[0]["clients"] if "norm" in c] == [0, 1]
-    assert "client error" in rr[0]["dropped"][0]["reason"]
+    # a failure is logged once, under the crashed client's partition, with the error's own reason; never as dropped
+    assert rr[0]["dropped"] == [] and s["dropped_replies"] == 0
+    assert [f["partition-id"] for f in rr[0]["failed"]] == [2] and rr[0]["failed"][0]["reason"]
 
 
 def test_round_where_every_client_fails_leaves_model_unchanged(dirs):
