@@ -7,6 +7,12 @@ FedAvg builds (``arrays``, ``config`` with ``server-round``). Aggregation is the
 Flower's own ``sample_nodes`` is not reproducible (random node ids, module-global ``random`` shared with a
 heartbeat thread): see :mod:`fl_mdisc.sampling`.
 
+A drawn partition whose node the SuperLink does not list as online at the start of the round (its heartbeat
+expired: dead, hung or disconnected; ``grid.get_node_ids()``) is not sent a message that round and is logged as
+``unavailable``; it is drawn again as soon as the SuperLink lists its node again. The draw itself never depends on
+who is online, so the other partitions' participation stays the seed's (in the simulation every node is always
+online, and nothing changes).
+
 ``learn_partition_ids`` asks every node once, at start, for its partition id (the ClientApp's ``query`` answers
 with ``context.node_config["partition-id"]``, the node's own configuration), and checks that the answers are
 exactly 0..N-1, each once. The ReplyValidator then binds every train reply to the partition of its sender.
@@ -63,6 +69,7 @@ class SampledParticipation(StrategyWrapper):
         self.draw = draw
         self.node_of: dict[int, int] = {}  # partition id -> node id
         self.sampled: tuple[int, ...] = ()
+        self.unavailable: tuple[int, ...] = ()  # drawn this round, but their node was not online: not sent
         self.phase = "accumulate"
 
     def set_nodes(self, node_to_pid: dict[int, int]) -> None:
@@ -74,7 +81,10 @@ class SampledParticipation(StrategyWrapper):
         if not self.node_of:
             raise RuntimeError("SampledParticipation needs set_nodes() (node id -> partition id) before round 1")
         phase = str(config["phase"]) if "phase" in config else "accumulate"
-        self.sampled = tuple(self.draw(server_round, phase))
+        drawn = tuple(self.draw(server_round, phase))
+        online = set(grid.get_node_ids())  # the SuperLink's ONLINE nodes: a heartbeat within its patience
+        self.unavailable = tuple(pid for pid in drawn if self.node_of[pid] not in online)
+        self.sampled = tuple(pid for pid in drawn if pid not in self.unavailable)
         config["server-round"] = server_round
         record = RecordDict({"arrays": arrays, "config": config})
         return [Message(content=record, message_type=MessageType.TRAIN, dst_node_id=self.node_of[pid])

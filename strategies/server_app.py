@@ -279,6 +279,8 @@ class RoundLoop:
             _say(f"round {rnd}: no valid reply; the global model is unchanged")
         row = _round_row(rnd, phase, replies, self.clip, self.validator, self.plan, failures, new_arrays is None)
         row["sampled"] = list(strategy.sampler.sampled)
+        if strategy.sampler.unavailable:  # drawn, but their node was not online: not sent (rows without any as before)
+            row["unavailable"] = list(strategy.sampler.unavailable)
         row["missing"] = len(strategy.sampler.sampled) - len(replies)  # timed out: no reply at all
         self.rounds.write(row)
         self.timing.write({"round": rnd, "seconds": round(time.time() - t0, 3), "clients": _client_seconds(replies)})

@@ -155,6 +155,29 @@ class TestSampledParticipation:
                                       ConfigRecord({"phase": "trigger"}), _Grid()))
         assert [m.metadata.dst_node_id for m in msgs] == [444]
 
+    def test_a_node_not_online_is_skipped_and_the_others_keep_their_draw(self, monkeypatch):
+        from flwr.supercore.task_identity import TaskIdentity
+
+        for k, val in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+            monkeypatch.setattr(TaskIdentity, k, val)
+
+        class Online(_Grid):
+            def __init__(self, ids):
+                self.ids = ids
+
+            def get_node_ids(self):
+                return self.ids
+
+        s = SampledParticipation(FedAvg(), lambda rnd, phase: (0, 1, 2) if rnd % 2 else (1, 2))
+        s.set_nodes({555: 0, 444: 1, 333: 2})
+        arr = ArrayRecord([np.zeros(2, dtype=np.float32)])
+        msgs = list(s.configure_train(1, arr, ConfigRecord({"phase": "accumulate"}), Online([555, 333])))
+        assert [m.metadata.dst_node_id for m in msgs] == [555, 333] and s.sampled == (0, 2) and s.unavailable == (1,)
+        msgs = list(s.configure_train(2, arr, ConfigRecord({"phase": "accumulate"}), Online([555, 333])))
+        assert s.sampled == (2,) and s.unavailable == (1,)  # still down: still skipped, the draw itself unchanged
+        msgs = list(s.configure_train(3, arr, ConfigRecord({"phase": "accumulate"}), Online([555, 444, 333])))
+        assert s.sampled == (0, 1, 2) and s.unavailable == ()  # listed online again: drawn and sent again
+
 
 def _cfg(tiny, *extra):
     return tiny_cfg(tiny, *extra)
