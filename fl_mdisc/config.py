@@ -189,6 +189,7 @@ RANGES = (
     (_always, "fed.server_momentum", 0, 0.999, set()),
     (_always, "fed.dirichlet_alpha", 0, None, {OPEN}),
     (_always, "fed.round_timeout", 1, None, set()),
+    (_always, "fed.round_timeout_multiple", 1, None, {NONE}),
     (lambda c: c.fed.partition == "pathological", "fed.classes_per_client", 1, None, {INT}),
     (_always, "fed.min_partition_size", 1, None, {INT, NONE}),
     (_always, "assume.f", 0, lambda c: int(c.fed.num_clients), {INT, NONE}),

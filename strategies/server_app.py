@@ -198,6 +198,24 @@ def build_server(cfg, entry, plan, dev):
     return model, strategy, clip, validator
 
 
+TIMEOUT_WARMUP_ROUNDS, TIMEOUT_FLOOR_S, TIMEOUT_WINDOW = 3, 60.0, 10
+
+
+def round_timeout(complete: list[float], ceiling: float, multiple: float | None) -> float:
+    """Seconds a round waits for its replies, from the seconds of the rounds before it where every sampled client
+    replied: ``ceiling`` (``fed.round_timeout``) until 3 such rounds are measured (start-up, caches) or with
+    ``multiple`` None; then ``min(ceiling, max(60, multiple x the slowest of the last 10))``, so that a hung node
+    costs a small multiple of a normal round, not the ceiling. The floor keeps a machine's load spike from cutting a
+    healthy reply; a reply cut all the same is counted as ``missing``.
+
+    >>> round_timeout([2.0, 3.0], 600, 5.0), round_timeout([2.0, 3.0, 20.0], 600, 5.0), round_timeout([1.0] * 5, 600, None)
+    (600, 100.0, 600)
+    """
+    if multiple is None or len(complete) < TIMEOUT_WARMUP_ROUNDS:
+        return ceiling
+    return min(ceiling, max(TIMEOUT_FLOOR_S, float(multiple) * max(complete[-TIMEOUT_WINDOW:])))
+
+
 class RoundLoop:
     """The rounds of one run: R accumulate rounds (or until the monitor fires), then the trigger round when asked;
     evaluation every ``eval_every`` rounds, a checkpoint every ``checkpoint_every``. Writes ``metrics.jsonl``,
@@ -216,6 +234,7 @@ class RoundLoop:
         self.R = int(cfg.num_rounds)
         self.total = self.R + (1 if cfg.trigger else 0)
         self.t_start = self.t_rounds = time.time()
+        self.complete_s: list[float] = []  # seconds of this process's rounds where every sampled client replied
 
     def connect(self) -> None:
         """Wait for the N SuperNodes and learn which partition each one holds."""
@@ -270,7 +289,8 @@ class RoundLoop:
         phase = "accumulate" if accumulate else "trigger"
         t0 = time.time()
         msgs = strategy.configure_train(rnd, st.arrays, ConfigRecord({**self.base_conf, "phase": phase}), self.grid)
-        replies = list(self.grid.send_and_receive(msgs, timeout=float(cfg.fed.round_timeout)))
+        timeout = round_timeout(self.complete_s, float(cfg.fed.round_timeout), cfg.fed.round_timeout_multiple)
+        replies = list(self.grid.send_and_receive(msgs, timeout=timeout))
         failures = [m for m in replies if m.has_error()]
         new_arrays, _ = strategy.aggregate_train(rnd, replies)
         if new_arrays is not None:
@@ -283,7 +303,11 @@ class RoundLoop:
             row["unavailable"] = list(strategy.sampler.unavailable)
         row["missing"] = len(strategy.sampler.sampled) - len(replies)  # timed out: no reply at all
         self.rounds.write(row)
-        self.timing.write({"round": rnd, "seconds": round(time.time() - t0, 3), "clients": _client_seconds(replies)})
+        seconds = time.time() - t0
+        if row["missing"] == 0 and not failures:
+            self.complete_s.append(seconds)
+        self.timing.write({"round": rnd, "seconds": round(seconds, 3), "timeout": round(timeout, 1),
+                           "clients": _client_seconds(replies)})
         drop = cfg.get("monitor_drop")
         due = not accumulate or rnd % int(cfg.eval_every) == 0 or rnd == self.R
         if due or drop is not None:
