@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from fl_mdisc.errors import FlMdiscError
+from strategies.sampling import NODE_MAP_ENV
 
 
 def _free_port() -> int:
@@ -265,15 +266,19 @@ def lane_shares(parallel: int, cpus_per_client: int = 1, num_cpus: int | None = 
 CONNECTION = "fl-mdisc-local"
 
 
-def _wait_healthy(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+def _wait_healthy(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90.0, ca: Path | None = None) -> None:
+    """Wait for the SuperLink's ``/health`` (over TLS, trusting ``ca``, when it has a certificate)."""
+    import ssl
     import urllib.request
 
+    url = f"{'https' if ca else 'http'}://127.0.0.1:{port}/health"
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
     t0 = time.time()
     while time.time() - t0 < timeout:
         if proc.poll() is not None:
             raise FlMdiscError(f"flower-superlink exited ({proc.returncode}): {_tail(log)}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2, context=context) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -289,19 +294,48 @@ def _tail(path: Path, n: int = 1500) -> str:
         return "(no log)"
 
 
-def deployment_commands(port: int, num_clients: int, node_ports: list[int], home: Path) -> dict[str, list[str]]:
-    """The commands of a loopback federation (also what the README shows for several machines, there with TLS):
-    one SuperLink serving Fleet, Control and ServerAppIo over HTTP on ``port``; SuperNode ``i`` with its own
-    Runtime API port and ``partition-id=i num-partitions=N`` as node config (the ClientApp reads its identity
-    from there). ``--insecure`` and 127.0.0.1: a local test only."""
+def deployment_commands(port: int, num_clients: int, node_ports: list[int], home: Path, keys: dict) -> dict[str, list[str]]:
+    """The commands of a loopback federation (what docs/deployment.md shows for several machines): one SuperLink
+    serving Fleet, Control and ServerAppIo over TLS on ``port`` with SuperNode authentication on (only registered
+    public keys may connect); SuperNode ``i`` with the CA to trust, its own private key, its own Runtime API port and
+    ``partition-id=i num-partitions=N`` as node config (which partition's data its ClientApp reads; the server binds
+    the partition to the node's registered key, not to this). 127.0.0.1 only."""
     bindir = Path(sys.executable).parent
-    cmds = {"superlink": [str(bindir / "flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(port),
+    cmds = {"superlink": [str(bindir / "flower-superlink"), "--host", "127.0.0.1", "--port", str(port),
+                          "--ssl-ca-certfile", str(keys["ca"]), "--ssl-certfile", str(keys["cert"]),
+                          "--ssl-keyfile", str(keys["key"]), "--enable-supernode-auth",
                           "--disable-runtime-dependency-installation", "--database", str(home / "superlink" / "state.db")]}
     for i in range(num_clients):
-        cmds[f"supernode-{i}"] = [str(bindir / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
+        cmds[f"supernode-{i}"] = [str(bindir / "flower-supernode"), "--superlink", f"127.0.0.1:{port}",
+                                  "--root-certificates", str(keys["ca"]),
+                                  "--auth-supernode-private-key", str(keys["nodes"][i][0]),
                                   "--host", "127.0.0.1", "--port", str(node_ports[i]),
                                   "--node-config", f"partition-id={i} num-partitions={num_clients}"]
     return cmds
+
+
+def register_nodes(flwr: str, keys: dict, env: dict[str, str], cwd: str) -> dict[int, int]:
+    """``flwr supernode register`` each SuperNode's public key; return registered node id -> partition id."""
+    mapping = {}
+    for pid, (_priv, pub) in enumerate(keys["nodes"]):
+        r = subprocess.run([flwr, "supernode", "register", str(pub), CONNECTION, "--format", "json"], cwd=cwd, env=env,
+                           capture_output=True, text=True, timeout=120)
+        try:
+            mapping[int(json.loads(r.stdout)["node-id"])] = pid
+        except (ValueError, KeyError):
+            raise FlMdiscError(f"flwr supernode register failed for partition {pid}: "
+                               f"{(r.stdout + r.stderr).strip()[-600:]}") from None
+    return mapping
+
+
+def _popen_logged(name: str, cmd: list[str], home: Path, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
+    """Start one federation process in its own folder, FLWR_HOME and session, its output in ``<name>/log.txt``."""
+    (home / name).mkdir(parents=True, exist_ok=True)
+    log = home / name / "log.txt"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, cwd=str(home / name), env=dict(env, FLWR_HOME=str(home / name)), stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, log
 
 
 def run_deployment(project: Path, config_file: Path | list[Path], num_clients: int, data_root: str | None = None,
@@ -319,33 +353,35 @@ def run_deployment(project: Path, config_file: Path | list[Path], num_clients: i
     env = flwr_env(project, data_root, private=True, lane=lane)
     flwr = _flwr_bin()
     home = Path(env["FLWR_HOME"])
+    from .pki import federation_keys
+
+    keys = federation_keys(home / "keys", num_clients)
     port = _free_port()
     node_ports = [_free_port() for _ in range(num_clients)]
-    cmds = deployment_commands(port, num_clients, node_ports, home)
+    cmds = deployment_commands(port, num_clients, node_ports, home, keys)
+    node_map = home / "node-map.json"
     procs: list[subprocess.Popen] = []
-    logs: dict[str, Path] = {}
     _ACTIVE_PROCS[str(home)] = pids = []
     try:
-        for name, cmd in cmds.items():
-            (home / name).mkdir(parents=True, exist_ok=True)
-            logs[name] = home / name / "log.txt"
-            penv = dict(env, FLWR_HOME=str(home / name))
-            with open(logs[name], "w") as fh:
-                procs.append(subprocess.Popen(cmd, cwd=str(home / name), env=penv, stdout=fh,
-                                              stderr=subprocess.STDOUT, start_new_session=True))
-            pids.append(procs[-1].pid)
-            if name == "superlink":
-                _wait_healthy(port, procs[0], logs[name])
+        link, link_log = _popen_logged("superlink", cmds.pop("superlink"), home, dict(env, **{NODE_MAP_ENV: str(node_map)}))
+        procs.append(link)
+        pids.append(link.pid)
+        _wait_healthy(port, link, link_log, ca=keys["ca"])
         cli_home = home / "cli"
         cli_home.mkdir(parents=True, exist_ok=True)
         (cli_home / "config.toml").write_text(
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-            f'address = "127.0.0.1:{port}"\ninsecure = true\n')
+            f'address = "127.0.0.1:{port}"\nroot-certificates = "{keys["ca"]}"\n')
         cenv = dict(env, FLWR_HOME=str(cli_home))
+        node_map.write_text(json.dumps({str(k): v for k, v in register_nodes(flwr, keys, cenv, str(cli_home)).items()}))
+        for name, cmd in cmds.items():  # SuperNodes, once their keys are registered
+            proc, _log = _popen_logged(name, cmd, home, env)
+            procs.append(proc)
+            pids.append(proc.pid)
         cmd = [flwr, "run", str(project), CONNECTION, "--run-config", _run_config(config_file), "--format", "json"]
         status = _submit_and_follow(flwr, cmd, cenv, str(cli_home), [CONNECTION], stream, progress)
         if status.get("status") != "finished:completed":
-            status["superlink-log"] = _tail(logs["superlink"])
+            status["superlink-log"] = _tail(link_log)
         return status
     finally:
         kill_trees([p.pid for p in procs])  # also on Ctrl-C: never leave a SuperLink, SuperNode or ClientApp

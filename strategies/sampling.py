@@ -13,7 +13,8 @@ expired: dead, hung or disconnected; ``grid.get_node_ids()``) is not sent a mess
 who is online, so the other partitions' participation stays the seed's (in the simulation every node is always
 online, and nothing changes).
 
-``learn_partition_ids`` asks every node once, at start, for its partition id (the ClientApp's ``query`` answers
+On the Deployment Engine the launcher registers one key per partition and hands the ServerApp the map
+(:func:`registered_partition_ids`); otherwise ``learn_partition_ids`` asks every node once, at start, for its partition id (the ClientApp's ``query`` answers
 with ``context.node_config["partition-id"]``, the node's own configuration), and checks that the answers are
 exactly 0..N-1, each once. The ReplyValidator then binds every train reply to the partition of its sender.
 """
@@ -57,6 +58,24 @@ def learn_partition_ids(grid: Grid, node_ids: list[int], n: int, timeout: float 
         raise ConfigError(f"the SuperNodes' partition ids are not exactly 0..{n - 1} once each (got {len(mapping)} "
                           f"answers of {len(node_ids)} nodes in {time.time() - t0:.0f}s{'; ' + '; '.join(bad[:3]) if bad else ''}); "
                           f"start node i with --node-config \"partition-id=i num-partitions={n}\"")
+    return mapping
+
+
+NODE_MAP_ENV = "FL_MDISC_NODE_MAP"  # set by the Deployment Engine launcher for the ServerApp (app/launch.py)
+
+
+def registered_partition_ids(path: str, node_ids: list[int], n: int) -> dict[int, int]:
+    """node id -> partition id as the launcher wrote it when it registered each SuperNode's public key with the
+    SuperLink (``flwr supernode register``: the SuperLink gives the key its node id, and only registered keys may
+    connect). The server trusts this, not what a node's own configuration says about itself."""
+    import json
+    from pathlib import Path
+
+    mapping = {int(k): int(v) for k, v in json.loads(Path(path).read_text()).items()}
+    unknown = sorted(set(node_ids) - set(mapping))
+    if sorted(mapping.values()) != list(range(n)) or unknown:
+        raise ConfigError(f"the registered node map {path} does not cover partitions 0..{n - 1} once each, or online "
+                          f"nodes {unknown[:3]} are not in it; register one key per partition")
     return mapping
 
 

@@ -13,6 +13,7 @@ accuracy every ``eval_every`` rounds on the full test set. Outputs in ``out_dir`
 from __future__ import annotations
 
 import json
+import os
 import time
 from logging import INFO
 from pathlib import Path
@@ -37,7 +38,7 @@ from fl_mdisc.train import evaluate, pick_device
 
 from . import checkpoint
 from .factory import build_strategy
-from .sampling import learn_partition_ids
+from .sampling import NODE_MAP_ENV, learn_partition_ids, registered_partition_ids
 
 app = ServerApp()
 
@@ -241,7 +242,10 @@ class RoundLoop:
         n = int(self.cfg.fed.num_clients)
         node_ids = wait_for_nodes(self.grid, n)
         t_map = time.time()
-        node_to_pid = learn_partition_ids(self.grid, node_ids, n, timeout=float(self.cfg.fed.round_timeout))
+        if os.environ.get(NODE_MAP_ENV):  # the Deployment Engine: partitions bound to the registered keys
+            node_to_pid = registered_partition_ids(os.environ[NODE_MAP_ENV], node_ids, n)
+        else:
+            node_to_pid = learn_partition_ids(self.grid, node_ids, n, timeout=float(self.cfg.fed.round_timeout))
         self.strategy.sampler.set_nodes(node_to_pid)
         self.validator.node_to_pid = node_to_pid
         _say(f"{n} SuperNodes mapped to their partition ids in {time.time() - t_map:.1f}s; "

@@ -107,13 +107,43 @@ def test_bad_ray_address_is_one_clear_error():
 
 
 def test_deployment_commands_give_every_supernode_its_partition_and_port(tmp_path):
-    cmds = launch.deployment_commands(4567, 3, [5001, 5002, 5003], tmp_path)
-    assert cmds["superlink"][1:6] == ["--insecure", "--host", "127.0.0.1", "--port", "4567"]
+    from app.pki import federation_keys
+
+    keys = federation_keys(tmp_path / "keys", 3)
+    cmds = launch.deployment_commands(4567, 3, [5001, 5002, 5003], tmp_path, keys)
+    link = cmds["superlink"]
+    assert "--insecure" not in link and "--enable-supernode-auth" in link
+    assert link[link.index("--ssl-ca-certfile") + 1] == str(keys["ca"]) and link[link.index("--port") + 1] == "4567"
     for i in range(3):
         c = cmds[f"supernode-{i}"]
+        assert "--insecure" not in c and c[c.index("--root-certificates") + 1] == str(keys["ca"])
+        assert c[c.index("--auth-supernode-private-key") + 1] == str(keys["nodes"][i][0])
         assert c[c.index("--superlink") + 1] == "127.0.0.1:4567" and c[c.index("--port") + 1] == str(5001 + i)
         assert c[c.index("--node-config") + 1] == f"partition-id={i} num-partitions=3"
     assert len(cmds) == 4
+
+
+def test_the_throwaway_keys_are_what_flower_reads(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
+    from flwr.cli.supernode.register import try_load_public_key
+
+    from app.pki import federation_keys
+
+    keys = federation_keys(tmp_path, 2)
+    ca = x509.load_pem_x509_certificate(keys["ca"].read_bytes())
+    cert = x509.load_pem_x509_certificate(keys["cert"].read_bytes())
+    assert cert.issuer == ca.subject
+    ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in sans.get_values_for_type(x509.DNSName)
+    for priv, pub in keys["nodes"]:  # the formats flower-supernode and `flwr supernode register` load
+        k = load_ssh_private_key(priv.read_bytes(), None)
+        assert isinstance(k, ec.EllipticCurvePrivateKey) and (priv.stat().st_mode & 0o077) == 0
+        assert load_ssh_public_key(pub.read_bytes()).public_numbers() == k.public_key().public_numbers()
+        assert try_load_public_key(pub)
+    assert keys["nodes"][0][1].read_bytes() != keys["nodes"][1][1].read_bytes()
 
 
 def test_unknown_engine_is_one_clear_error(tmp_path):
