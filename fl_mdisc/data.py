@@ -140,7 +140,7 @@ def load_dataset(name: str, root: str, download: bool = True, extra: bool = Fals
 
 def load_for(cfg) -> ArrayDataset:
     """The dataset a config names, checked against its config (``dataset.shape``, ``dataset.num_classes``)."""
-    ds = load_dataset(str(cfg.dataset.name), str(cfg.data_root), extra=bool(cfg.dataset.get("extra") or False))
+    ds = load_dataset(str(cfg.dataset.name), str(cfg.data_root), extra=bool(cfg.dataset.get("extra")))  # SVHN only
     check_against(ds, cfg.dataset)
     return ds
 
