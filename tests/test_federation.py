@@ -355,3 +355,21 @@ def test_round_zero_evaluation_is_computed_once_per_checkpoint(tmp_path, tiny):
     start_evaluation(entry, cfg, "cpu", other, compute, Rec())
     start_evaluation({**entry, "start_sha": "def"}, cfg, "cpu", ds, compute, Rec())  # another checkpoint
     assert len(calls) == 3
+
+
+def test_the_registered_node_map_binds_partitions_and_refuses_gaps(tmp_path):
+    """The Deployment Engine's map (node id -> partition, written when each key was registered) is what the server
+    trusts: a node whose replies claim another partition is then dropped as spoofed (TestIdentity)."""
+    import json
+
+    from fl_mdisc.errors import ConfigError
+    from strategies.sampling import registered_partition_ids
+
+    path = tmp_path / "node-map.json"
+    path.write_text(json.dumps({"4423867934695633363": 0, "77": 1, "9": 2}))
+    assert registered_partition_ids(str(path), [9, 77, 4423867934695633363], 3) == {4423867934695633363: 0, 77: 1, 9: 2}
+    with pytest.raises(ConfigError, match="online nodes \\[5\\] are not in it"):
+        registered_partition_ids(str(path), [9, 77, 5], 3)
+    path.write_text(json.dumps({"77": 1, "9": 1}))
+    with pytest.raises(ConfigError, match="does not cover partitions 0..1 once each"):
+        registered_partition_ids(str(path), [9, 77], 2)
