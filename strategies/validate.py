@@ -77,11 +77,10 @@ class ReplyValidator(StrategyWrapper):
     def sender(self, msg: Message) -> int:
         """The node a reply stands for: its source, or for an error reply the node its answered message went to
         (the SuperLink writes a dead node's error reply itself, from ``SUPERLINK_NODE_ID``)."""
-        if msg.has_error():
-            to = {m.metadata.message_id: int(m.metadata.dst_node_id) for m in self.sent if m.metadata.message_id}
-            node = to.get(msg.metadata.reply_to_message_id)
-            if node is not None:
-                return node
+        if msg.has_error() and msg.metadata.reply_to_message_id:
+            for m in self.sent:
+                if m.metadata.message_id == msg.metadata.reply_to_message_id:
+                    return int(m.metadata.dst_node_id)
         return int(msg.metadata.src_node_id)
 
     def partition_of(self, msg: Message) -> int:
