@@ -262,7 +262,7 @@ def flwr_rounds(cfg, overrides: list[str], out: Path) -> dict:
     sampler.start()
     t0 = time.time()
     status = run_flwr(project_dir(), path, int(c.fed.num_clients), int(c.client_threads), gpus_per_client(c),
-                      c.data_root, stream=False, ray_address=ray_address(c))
+                      c.data_root, stream=False, ray_address=ray_address(c), engine=str(c.engine))
     wall = time.time() - t0
     sampler.stop_flag = True
     sampler.join()
@@ -303,6 +303,8 @@ def bench(overrides: list[str]) -> dict:
     fl = flwr_rounds(cfg, base, out / "flwr-default")
     print("bench: 10 clients through flwr run (peak memory) ...", flush=True)
     fl10 = flwr_rounds(cfg, base + ["fed.num_clients=10", "num_rounds=5", "eval_every=5"], out / "flwr-10clients")
+    print(f"bench: {rounds} rounds on the Deployment Engine ({int(cfg.fed.num_clients)} SuperNodes on loopback) ...", flush=True)
+    dep = flwr_rounds(cfg, base + ["engine=deployment"], out / "deployment")
     hon, mal = inproc["client_s"]["honest"], inproc["client_s"]["malicious"]
     round_gc_est = inproc["round_s"]
     agg = res["dgc_aggregate_s"]["median"] - res["gc_aggregate_s"]["median"]
@@ -317,6 +319,10 @@ def bench(overrides: list[str]) -> dict:
         "flwr_over_inprocess_all_rounds": round(sum(fl["round_s"]) / sum(inproc["round_s"]), 4),
         "flwr_first_round_extra_s": round(fl["round_s"][0] - statistics.median(fl["round_s"][1:]), 2),
         "flwr_startup_s": fl["startup_s"],
+        # the same rounds on a SuperLink and one SuperNode per client (TLS, registered keys, forked ClientApps)
+        "deployment_round_s": _stats(dep["round_s"][1:]),
+        "deployment_over_simulation": round(sum(dep["round_s"][1:]) / sum(fl["round_s"][1:]), 4),
+        "deployment_startup_s": dep["startup_s"],
         "peak_rss_mb": {"default": fl["peak_rss_mb"], "10_clients": fl10["peak_rss_mb"]},
         "attack_round_s": _stats(mal) if mal else None,
         "honest_round_s": _stats(hon),
@@ -341,6 +347,10 @@ def bench_markdown(r: dict) -> str:
         ("DGC / GC, aggregation only", s(r["dgc_over_gc_aggregation_only"]), "report", "–"),
         ("flwr run (Ray) / in-process, rounds 2..R", f"{r['flwr_over_inprocess']:.3g}", "≤ 1.25", "–"),
         ("flwr run (Ray) / in-process, all rounds", f"{r.get('flwr_over_inprocess_all_rounds', float('nan')):.3g}", "report", "–"),
+        ("Deployment Engine / simulation (Ray), rounds 2..R", f"{r['deployment_over_simulation']:.3g}"
+         if "deployment_over_simulation" in r else "–", "≤ 2", "–"),
+        ("steady round (s): simulation / Deployment Engine", f"{r['flwr_round_s']['median']:.3g} / "
+         f"{r['deployment_round_s']['median']:.3g}" if "deployment_round_s" in r else "–", "report", "–"),
         ("flwr start-up + teardown (s); first round's actor warm-up (s)",
          f"{r['flwr_startup_s']:.3g}; {r.get('flwr_first_round_extra_s', '–')}", "report", "–"),
         ("peak RSS, all processes (MB): default / 10 clients",

@@ -264,6 +264,9 @@ def lane_shares(parallel: int, cpus_per_client: int = 1, num_cpus: int | None = 
 
 
 CONNECTION = "fl-mdisc-local"
+# A SuperNode's SuperExec asks it for a new ClientApp task every 1 s by default (Flower's knob, 0.01-60 s):
+# 0.1 s makes a message wait at most 0.1 s for its process instead of up to 1 s.
+SUPEREXEC_POLL = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"}
 
 
 def _wait_healthy(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90.0, ca: Path | None = None) -> None:
@@ -310,7 +313,12 @@ def deployment_commands(port: int, num_clients: int, node_ports: list[int], home
                                   "--root-certificates", str(keys["ca"]),
                                   "--auth-supernode-private-key", str(keys["nodes"][i][0]),
                                   "--host", "127.0.0.1", "--port", str(node_ports[i]),
-                                  "--node-config", f"partition-id={i} num-partitions={num_clients}"]
+                                  "--node-config", f"partition-id={i} num-partitions={num_clients}",
+                                  "--isolation", "process"]
+        # its SuperExec (Flower's process isolation: started by us, beside the node), which forks ClientApps from a
+        # warm process (clients/warm_exec.py); --parent-pid <SuperNode pid> is added when the node is up
+        cmds[f"superexec-{i}"] = [sys.executable, "-m", "clients.warm_exec", "--insecure",
+                                  "--runtime-api-address", f"127.0.0.1:{node_ports[i]}"]
     return cmds
 
 
@@ -374,8 +382,11 @@ def run_deployment(project: Path, config_file: Path | list[Path], num_clients: i
             f'address = "127.0.0.1:{port}"\nroot-certificates = "{keys["ca"]}"\n')
         cenv = dict(env, FLWR_HOME=str(cli_home))
         node_map.write_text(json.dumps({str(k): v for k, v in register_nodes(flwr, keys, cenv, str(cli_home)).items()}))
-        for name, cmd in cmds.items():  # SuperNodes, once their keys are registered
-            proc, _log = _popen_logged(name, cmd, home, env)
+        node_env = dict(env, **SUPEREXEC_POLL)
+        for name, cmd in cmds.items():  # SuperNodes, once their keys are registered, each followed by its SuperExec
+            if name.startswith("superexec-"):
+                cmd = cmd + ["--parent-pid", str(procs[-1].pid)]
+            proc, _log = _popen_logged(name, cmd, home, node_env)
             procs.append(proc)
             pids.append(proc.pid)
         cmd = [flwr, "run", str(project), CONNECTION, "--run-config", _run_config(config_file), "--format", "json"]

@@ -38,13 +38,29 @@ def _data(root: Path) -> None:
         np.savez_compressed(root / "cifar10" / f"{part}.npz", x=x, y=y.astype(np.int64))
 
 
-def _node(run_pid: int, pid_wanted: str) -> tuple[int, list[str], str, dict] | None:
-    for pid, _ppid, args in _process_table():
+def _proc(pid: int) -> tuple[int, list[str], str, dict]:
+    """pid, command line, working folder and environment of a running process (to restart it as it was)."""
+    cmd = [a for a in Path(f"/proc/{pid}/cmdline").read_text().split("\0") if a]
+    env = dict(x.split("=", 1) for x in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in x)
+    return pid, cmd, str(Path(f"/proc/{pid}/cwd").resolve()), env
+
+
+def _node(run_pid: int, pid_wanted: str) -> tuple[tuple, tuple] | None:
+    """The SuperNode of one partition and the SuperExec the launcher started beside it (``--parent-pid`` = node)."""
+    table = _process_table()
+    for pid, _ppid, args in table:
         if "flower-supernode" in args and pid_wanted in args and f"run-{run_pid}" in args:
-            cmd = [a for a in Path(f"/proc/{pid}/cmdline").read_text().split("\0") if a]
-            env = dict(x.split("=", 1) for x in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in x)
-            return pid, cmd, str(Path(f"/proc/{pid}/cwd").resolve()), env
+            execs = [p for p, _pp, a in table if "clients.warm_exec" in a and f"--parent-pid {pid}" in a]
+            return (_proc(pid), _proc(execs[0])) if execs else None
     return None
+
+
+def _restart(node: tuple, superexec: tuple) -> list[subprocess.Popen]:
+    """Start the node again with its command, key and home, then its SuperExec pointed at the new node."""
+    kw = dict(stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    n = subprocess.Popen(node[1], cwd=node[2], env=node[3], **kw)
+    cmd = superexec[1][: superexec[1].index("--parent-pid")] + ["--parent-pid", str(n.pid)]
+    return [n, subprocess.Popen(cmd, cwd=superexec[2], env=superexec[3], **kw)]
 
 
 def main() -> None:
@@ -65,14 +81,13 @@ def main() -> None:
         time.sleep(2)
         rows = [json.loads(x) for x in (out / "rounds.jsonl").read_text().splitlines()] if (out / "rounds.jsonl").exists() else []
         if saved is None and len(rows) >= 2 and (saved := _node(run.pid, "partition-id=1 ")):
-            kill_trees([saved[0]])
+            kill_trees([saved[0][0]])  # its SuperExec follows it (Flower's parent-process monitor)
             events.append(f"{time.time() - t0:.0f} s: SuperNode 1 killed after round {len(rows)}")
         if saved and again is None and any(1 in r.get("unavailable", []) for r in rows):
-            again = subprocess.Popen(saved[1], cwd=saved[2], env=saved[3], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+            again = _restart(*saved)
             events.append(f"{time.time() - t0:.0f} s: SuperNode 1 restarted with its key after round {len(rows)}")
     if again is not None:
-        kill_trees([again.pid])  # ours, not the launcher's: stopped here
+        kill_trees([p.pid for p in again])  # ours, not the launcher's: stopped here
     left = [x for x in subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
             if f"run-{run.pid}" in x]
     timing = {t["round"]: t for t in map(json.loads, (out / "timing.jsonl").read_text().splitlines())}

@@ -23,6 +23,8 @@
 * ``accumulative`` with ``attack.beta > 0``: the seed paper's MD-aware poison (Eq. 21, :mod:`fl_mdisc.attack`), theta*
   = the burn-in historical checkpoint DSC uses.
 * ``crash``: the client raises (Flower turns it into an error reply; the round goes on without it).
+* ``hang``: from round ``from_round`` on, the client sleeps ``seconds`` before answering honestly: a ClientApp that
+  hangs, which must cost the server at most its round timeout and count as a missing reply.
 * ``nan`` / ``shape`` / ``scale``: hostile replies (NaN values, a missing array, an honest update times
   ``factor``) that exercise the server's validation and clipping; ``spoof``: an honest update times ``factor`` sent
   under another client's partition id (``claim``), which the server must drop and count.
@@ -57,6 +59,10 @@ def train_malicious(cfg_json: str, params: list, conf, pid: int) -> tuple[list, 
     a = cfg.attack
     if a.name == "crash":
         raise RuntimeError(f"simulated client failure in partition {pid} (attack=crash)")
+    if a.name == "hang":
+        if int(conf["server-round"]) >= int(a.from_round):
+            time.sleep(float(a.seconds))
+        return train_honest(cfg_json, params, conf, pid)
     if a.name in OMNISCIENT_ATTACKS or a.name in HOSTILE_REPLIES:
         return _honest_then_altered(cfg_json, params, conf, pid, a)
     plan = runtime.plan(cfg_json)

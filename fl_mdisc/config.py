@@ -23,7 +23,7 @@ PARTITIONS = ("iid", "dirichlet", "pathological")
 LAMBDA_ATTACKS = ("lambda_update", "adaptive_update")  # the lambda-update and its DGC-aware form
 OMNISCIENT_ATTACKS = ("alie", "ipm", "signflip", "gaussian", "inf", "mimic")  # ByzFL's, fl_mdisc/byzfl_ref.py
 ATTACKS = ("none", "accumulative", "stream_poison", "lambda_update", "adaptive_update", "nan", "shape", "scale", "spoof",
-           "crash") + OMNISCIENT_ATTACKS
+           "crash", "hang") + OMNISCIENT_ATTACKS
 DEFENSES = ("none", "dsc", "at")
 DATASETS = ("cifar10", "cifar100", "svhn", "mnist")
 MODELS = ("small_cnn", "resnet18")

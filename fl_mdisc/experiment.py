@@ -32,7 +32,7 @@ from .errors import DataError
 
 ATTACKER_VAL_SIZE, ATTACKER_TRIGGER_SIZE = 500, 100  # conf/attack/{lambda_update,accumulative}.yaml
 MALICIOUS_ATTACKS = ("accumulative", "lambda_update", "adaptive_update", "nan", "shape", "scale", "spoof", "crash",
-                     *OMNISCIENT_ATTACKS)
+                     "hang", *OMNISCIENT_ATTACKS)
 
 
 @dataclass

@@ -38,7 +38,7 @@ from fl_mdisc.train import evaluate, pick_device
 
 from . import checkpoint
 from .factory import build_strategy
-from .sampling import NODE_MAP_ENV, learn_partition_ids, registered_partition_ids
+from .sampling import NODE_MAP_ENV, learn_partition_ids, registered_partition_ids, send_and_receive
 
 app = ServerApp()
 
@@ -294,7 +294,7 @@ class RoundLoop:
         t0 = time.time()
         msgs = strategy.configure_train(rnd, st.arrays, ConfigRecord({**self.base_conf, "phase": phase}), self.grid)
         timeout = round_timeout(self.complete_s, float(cfg.fed.round_timeout), cfg.fed.round_timeout_multiple)
-        replies = list(self.grid.send_and_receive(msgs, timeout=timeout))
+        replies = send_and_receive(self.grid, msgs, timeout)
         failures = [m for m in replies if m.has_error()]
         new_arrays, _ = strategy.aggregate_train(rnd, replies)
         if new_arrays is not None:

@@ -91,3 +91,42 @@ def test_parallel_sweep_cells_equal_the_sequential_ones(simulated, tiny_data_roo
     assert (b / "summary.json").is_file()
     assert _jsonl(a / "metrics.jsonl") == _jsonl(sim_out / "metrics.jsonl")
     assert _jsonl(a / "rounds.jsonl") == _jsonl(sim_out / "rounds.jsonl")
+
+
+def test_deployment_hung_client_and_node_claiming_another_partition(tiny_data_root, tmp_path, monkeypatch):
+    """Faults on loopback, one run: partition 2's ClientApp hangs from round 3 on (``attack=hang``), and the node
+    whose key is registered for partition 1 says ``partition-id=0`` in its node config. The hung client costs each
+    round exactly the wait in force (the 20 s ceiling: fewer than 3 complete rounds are measured) and counts as
+    missing; node 1's replies are dropped as spoofed and counted every round, partition 0's accepted; nothing of
+    the run (SuperLink, SuperNodes, SuperExecs, hung ClientApps) is left behind."""
+    from app import launch
+    from app.cli import main
+
+    real = launch.deployment_commands
+
+    def claiming(*a, **kw):
+        cmds = real(*a, **kw)
+        c = cmds["supernode-1"]
+        c[c.index("--node-config") + 1] = c[c.index("--node-config") + 1].replace("partition-id=1", "partition-id=0")
+        return cmds
+
+    monkeypatch.setattr(launch, "deployment_commands", claiming)
+    before = _flower_pids("flower-supernode", "flwr-clientapp", "clients.warm_exec")
+    out = tmp_path / "faults"
+    ov = tiny_overrides(tiny_data_root, tmp_path / "cache", out, "engine=deployment", "strategy=gc", "attack=hang",
+                        "attack.from_round=3", "num_rounds=4", "trigger=false", "fed.round_timeout=20")
+    assert main(["run", "--quiet", *ov]) == 0
+    rows, timing = _jsonl(out / "rounds.jsonl"), _jsonl(out / "timing.jsonl")
+    for r in rows:
+        assert [d["partition-id"] for d in r["dropped"]] == [1] and r["dropped"][0]["spoofed"]
+        assert "claims partition 0 but its node is partition 1" in r["dropped"][0]["reason"]
+        assert 0 in [c["partition-id"] for c in r["clients"]]
+        assert r["missing"] == (1 if r["round"] >= 3 else 0)
+    for t in timing:
+        assert t["timeout"] == 20.0
+        if t["round"] >= 3:
+            assert 20.0 <= t["seconds"] < 20.0 + 5.0, timing
+    s = json.loads((out / "summary.json").read_text())
+    assert (s["spoofed_replies"], s["missing_replies"], s["failures"]) == (4, 2, 0)
+    assert _flower_pids("flower-supernode", "flwr-clientapp", "clients.warm_exec") <= before
+    assert not any((REPO / ".flwr-home").glob(f"run-{__import__('os').getpid()}*"))

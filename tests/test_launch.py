@@ -120,7 +120,11 @@ def test_deployment_commands_give_every_supernode_its_partition_and_port(tmp_pat
         assert c[c.index("--auth-supernode-private-key") + 1] == str(keys["nodes"][i][0])
         assert c[c.index("--superlink") + 1] == "127.0.0.1:4567" and c[c.index("--port") + 1] == str(5001 + i)
         assert c[c.index("--node-config") + 1] == f"partition-id={i} num-partitions=3"
-    assert len(cmds) == 4
+        # process isolation: its SuperExec (ours, forking warm ClientApps) runs beside it on its Runtime API port
+        assert c[c.index("--isolation") + 1] == "process"
+        e = cmds[f"superexec-{i}"]
+        assert e[1:3] == ["-m", "clients.warm_exec"] and e[e.index("--runtime-api-address") + 1] == f"127.0.0.1:{5001 + i}"
+    assert len(cmds) == 7
 
 
 def test_the_throwaway_keys_are_what_flower_reads(tmp_path):
