@@ -293,7 +293,11 @@ def bench(overrides: list[str]) -> dict:
            "config": {"preset": cfg.preset_name, "model": cfg.model.name, "clients": int(cfg.fed.num_clients),
                       "rounds": rounds, "strategy": cfg.strategy.name, "attack": cfg.attack.name}}
     print("bench: DSC/AT vs ST per batch ...", flush=True)
-    res.update(micro(cfg, entry))
+    from fl_mdisc.config import compose, resolve_paths
+
+    dsc_cfg = compose(overrides + ["trigger=false", "defense=dsc"])  # DSC's threshold settings
+    resolve_paths(dsc_cfg)
+    res.update(micro(dsc_cfg, entry))
     print("bench: GC vs DGC aggregation ...", flush=True)
     res.update(aggregation(cfg, entry))
     print(f"bench: {rounds} rounds in-process ...", flush=True)
@@ -305,6 +309,8 @@ def bench(overrides: list[str]) -> dict:
     fl10 = flwr_rounds(cfg, base + ["fed.num_clients=10", "num_rounds=5", "eval_every=5"], out / "flwr-10clients")
     print(f"bench: {rounds} rounds on the Deployment Engine ({int(cfg.fed.num_clients)} SuperNodes on loopback) ...", flush=True)
     dep = flwr_rounds(cfg, base + ["engine=deployment"], out / "deployment")
+    print(f"bench: the same with Flower's default ClientApp process (a fresh interpreter per message) ...", flush=True)
+    cold = flwr_rounds(cfg, base + ["engine=deployment", "deployment.clientapp=subprocess"], out / "deployment-subprocess")
     hon, mal = inproc["client_s"]["honest"], inproc["client_s"]["malicious"]
     round_gc_est = inproc["round_s"]
     agg = res["dgc_aggregate_s"]["median"] - res["gc_aggregate_s"]["median"]
@@ -323,6 +329,8 @@ def bench(overrides: list[str]) -> dict:
         "deployment_round_s": _stats(dep["round_s"][1:]),
         "deployment_over_simulation": round(sum(dep["round_s"][1:]) / sum(fl["round_s"][1:]), 4),
         "deployment_startup_s": dep["startup_s"],
+        "deployment_subprocess_round_s": _stats(cold["round_s"][1:]),
+        "deployment_subprocess_over_simulation": round(sum(cold["round_s"][1:]) / sum(fl["round_s"][1:]), 4),
         "peak_rss_mb": {"default": fl["peak_rss_mb"], "10_clients": fl10["peak_rss_mb"]},
         "attack_round_s": _stats(mal) if mal else None,
         "honest_round_s": _stats(hon),
@@ -349,8 +357,13 @@ def bench_markdown(r: dict) -> str:
         ("flwr run (Ray) / in-process, all rounds", f"{r.get('flwr_over_inprocess_all_rounds', float('nan')):.3g}", "report", "–"),
         ("Deployment Engine / simulation (Ray), rounds 2..R", f"{r['deployment_over_simulation']:.3g}"
          if "deployment_over_simulation" in r else "–", "≤ 2", "–"),
-        ("steady round (s): simulation / Deployment Engine", f"{r['flwr_round_s']['median']:.3g} / "
-         f"{r['deployment_round_s']['median']:.3g}" if "deployment_round_s" in r else "–", "report", "–"),
+        ("Deployment Engine, Flower's fresh ClientApp interpreter per message / simulation, rounds 2..R",
+         f"{r['deployment_subprocess_over_simulation']:.3g}" if "deployment_subprocess_over_simulation" in r else "–",
+         "report", "–"),
+        ("steady round (s): simulation / Deployment Engine / the same with fresh interpreters",
+         f"{r['flwr_round_s']['median']:.3g} / {r['deployment_round_s']['median']:.3g} / "
+         f"{r['deployment_subprocess_round_s']['median']:.3g}" if "deployment_subprocess_round_s" in r else "–",
+         "report", "–"),
         ("flwr start-up + teardown (s); first round's actor warm-up (s)",
          f"{r['flwr_startup_s']:.3g}; {r.get('flwr_first_round_extra_s', '–')}", "report", "–"),
         ("peak RSS, all processes (MB): default / 10 clients",

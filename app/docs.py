@@ -113,7 +113,24 @@ def datasets_table(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+BENCH = "docs/results/bench/bench.md"
+
+
+def bench_head(root: Path) -> str:
+    """The machine and config line of the committed ``fl-mdisc bench`` page."""
+    return (root / BENCH).read_text().split("\n\n")[0] + "\n"
+
+
+def bench_deployment(root: Path) -> str:
+    """The bench page's machine line and its Deployment Engine rows (beside the simulation's steady round)."""
+    rows = [line for line in md_tables(root / BENCH)[0].splitlines()
+            if line.startswith(("| measure", "|---")) or "Deployment Engine" in line]
+    return bench_head(root) + "\n" + "\n".join(rows) + "\n"
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
+    "bench-head": bench_head,
+    "bench-deployment": bench_deployment,
     "summary": summary_table,
     "datasets": datasets_table,
     "grid-history-accuracy": lambda root: _grid_tables(root)[0],

@@ -152,8 +152,10 @@ def _run_config(config_file: Path | list[Path]) -> str:
 
 
 def _submit_and_follow(flwr: str, cmd: list[str], env: dict[str, str], cwd: str, connection: list[str],
-                       stream: bool, progress) -> dict:
-    """``flwr run`` (``cmd``), then follow the run to its end; return its final status from ``flwr list``."""
+                       stream: bool, progress, superlink: subprocess.Popen | None = None) -> dict:
+    """``flwr run`` (``cmd``), then follow the run to its end; return its final status from ``flwr list``.
+    ``superlink``: the SuperLink process we started; when it is gone the run is too, and the error says how to
+    resume."""
     sub = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     try:
         run_id = json.loads(sub.stdout)["run-id"]
@@ -180,6 +182,10 @@ def _submit_and_follow(flwr: str, cmd: list[str], env: dict[str, str], cwd: str,
             if follower.poll() is None:
                 follower.kill()
                 follower.wait()
+        if superlink is not None and superlink.poll() is not None:
+            raise FlMdiscError(f"the SuperLink stopped during run {run_id} (exit code {superlink.returncode}), and the "
+                               "ServerApp with it; rerun the same command: the run resumes from its last checkpoint "
+                               "(resume=true, checkpoint_every)")
         st = subprocess.run([flwr, "list", *connection, "--run-id", str(run_id), "--format", "json"], cwd=cwd,
                             env=env, capture_output=True, text=True)
         try:
@@ -297,12 +303,16 @@ def _tail(path: Path, n: int = 1500) -> str:
         return "(no log)"
 
 
-def deployment_commands(port: int, num_clients: int, node_ports: list[int], home: Path, keys: dict) -> dict[str, list[str]]:
+def deployment_commands(port: int, num_clients: int, node_ports: list[int], home: Path, keys: dict,
+                        clientapp: str = "warm") -> dict[str, list[str]]:
     """The commands of a loopback federation (what docs/deployment.md shows for several machines): one SuperLink
     serving Fleet, Control and ServerAppIo over TLS on ``port`` with SuperNode authentication on (only registered
     public keys may connect); SuperNode ``i`` with the CA to trust, its own private key, its own Runtime API port and
     ``partition-id=i num-partitions=N`` as node config (which partition's data its ClientApp reads; the server binds
-    the partition to the node's registered key, not to this). 127.0.0.1 only."""
+    the partition to the node's registered key, not to this). 127.0.0.1 only. ``clientapp="warm"`` (the default,
+``deployment.clientapp``): every SuperNode runs under ``--isolation process`` with ``superexec-i`` beside it,
+which forks its ClientApp processes from a warm process; ``"subprocess"``: Flower's default, the SuperNode starts
+its own SuperExec and a fresh ``flwr-clientapp`` per message."""
     bindir = Path(sys.executable).parent
     cmds = {"superlink": [str(bindir / "flower-superlink"), "--host", "127.0.0.1", "--port", str(port),
                           "--ssl-ca-certfile", str(keys["ca"]), "--ssl-certfile", str(keys["cert"]),
@@ -313,13 +323,23 @@ def deployment_commands(port: int, num_clients: int, node_ports: list[int], home
                                   "--root-certificates", str(keys["ca"]),
                                   "--auth-supernode-private-key", str(keys["nodes"][i][0]),
                                   "--host", "127.0.0.1", "--port", str(node_ports[i]),
-                                  "--node-config", f"partition-id={i} num-partitions={num_clients}",
-                                  "--isolation", "process"]
+                                  "--node-config", f"partition-id={i} num-partitions={num_clients}"]
+        if clientapp != "warm":
+            continue
+        cmds[f"supernode-{i}"] += ["--isolation", "process"]
         # its SuperExec (Flower's process isolation: started by us, beside the node), which forks ClientApps from a
         # warm process (clients/warm_exec.py); --parent-pid <SuperNode pid> is added when the node is up
         cmds[f"superexec-{i}"] = [sys.executable, "-m", "clients.warm_exec", "--insecure",
                                   "--runtime-api-address", f"127.0.0.1:{node_ports[i]}"]
     return cmds
+
+
+def _clientapp(config_file: Path | list[Path]) -> str:
+    """``deployment.clientapp`` of the run's (first) config file."""
+    from omegaconf import OmegaConf
+
+    first = config_file[0] if isinstance(config_file, list) else config_file
+    return str(OmegaConf.select(OmegaConf.load(first), "deployment.clientapp", default="warm"))
 
 
 def register_nodes(flwr: str, keys: dict, env: dict[str, str], cwd: str) -> dict[int, int]:
@@ -354,10 +374,11 @@ def run_deployment(project: Path, config_file: Path | list[Path], num_clients: i
     failure) and remove their private home.
 
     Differences from the simulation (shared/notes/flower-1.42-scaleout.md): ``--federation-config`` does not
-    exist here (the ServerApp waits for exactly ``fed.num_clients`` SuperNodes); every message starts a fresh
-    ``flwr-clientapp`` process (our clients keep no state between rounds, so nothing is lost); SuperNode and
-    ServerApp poll every 3 s, so a round costs a few seconds more. The processes start in their own session, so a
-    Ctrl-C reaches this launcher only, which then stops them in order."""
+    exist here (the ServerApp waits for exactly ``fed.num_clients`` SuperNodes); every message runs in a process of
+    its own (forked from a warm SuperExec, ``deployment.clientapp``; our clients keep no state between rounds, so
+    nothing is lost); an idle SuperNode polls every 3 s (Flower's), so a round costs a few seconds more. The
+    processes start in their own session, so a Ctrl-C reaches this launcher only, which then stops them in order;
+    a SuperLink that dies ends the run with an error that says to rerun the command (it resumes)."""
     env = flwr_env(project, data_root, private=True, lane=lane)
     flwr = _flwr_bin()
     home = Path(env["FLWR_HOME"])
@@ -366,7 +387,7 @@ def run_deployment(project: Path, config_file: Path | list[Path], num_clients: i
     keys = federation_keys(home / "keys", num_clients)
     port = _free_port()
     node_ports = [_free_port() for _ in range(num_clients)]
-    cmds = deployment_commands(port, num_clients, node_ports, home, keys)
+    cmds = deployment_commands(port, num_clients, node_ports, home, keys, _clientapp(config_file))
     node_map = home / "node-map.json"
     procs: list[subprocess.Popen] = []
     _ACTIVE_PROCS[str(home)] = pids = []
@@ -390,7 +411,7 @@ def run_deployment(project: Path, config_file: Path | list[Path], num_clients: i
             procs.append(proc)
             pids.append(proc.pid)
         cmd = [flwr, "run", str(project), CONNECTION, "--run-config", _run_config(config_file), "--format", "json"]
-        status = _submit_and_follow(flwr, cmd, cenv, str(cli_home), [CONNECTION], stream, progress)
+        status = _submit_and_follow(flwr, cmd, cenv, str(cli_home), [CONNECTION], stream, progress, link)
         if status.get("status") != "finished:completed":
             status["superlink-log"] = _tail(link_log)
         return status

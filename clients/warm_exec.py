@@ -2,9 +2,10 @@
 the ClientApp, instead of starting a fresh ``flwr-clientapp`` interpreter.
 
 Flower 1.42 runs every message a SuperNode receives in a new ``flwr-clientapp`` process, launched by a SuperExec
-(``flower-superexec``; the SuperNode starts one itself under ``--isolation subprocess``, the default). On two cores
-with five SuperNodes, five such processes importing torch at once take about 6 s before the ClientApp sees its
-message (docs/deployment.md#speed measures it), against well under a second of client work.
+(``flower-superexec``; the SuperNode starts one itself under ``--isolation subprocess``, the default). Such a
+process imports torch, Flower and the app before the ClientApp sees its message; with several SuperNodes on few
+cores these imports, not the client's work, set the round's time (``fl-mdisc bench`` measures both ways,
+docs/deployment.md#speed).
 
 Under ``--isolation process`` Flower expects the operator to run the SuperExec beside the SuperNode. This module
 is that SuperExec: Flower's own ``flower-superexec`` (same arguments, same task loop and Runtime API calls), with

@@ -258,6 +258,7 @@ ENUMS = (
     (_always, "fed.partition", PARTITIONS, ""),
     (_always, "fed.attacker_data", ("partition", "pool"), ""),
     (_always, "device", ("auto", "cpu", "cuda"), ""),
+    (_always, "deployment.clientapp", ("warm", "subprocess"), " (how a SuperNode starts its ClientApp processes)"),
     (_when("attack", "accumulative", "stream_poison"), "attack.md_form", ("paper", "input"), ""),
     (_when("attack", *LAMBDA_ATTACKS), "attack.norm_ref", ("start", "round", "lambda"), ""),
     (_when("defense", "dsc"), "defense.measure", ("kl", "js"), ""),

@@ -14,6 +14,12 @@ Where neither exists, torchvision downloads the data if the network is reachable
 ``dataset.extra=true``: the papers train on ``train_32x32.mat`` alone. Pixels stay in [0, 1]; normalisation lives in the model,
 so attack/defence budgets (eps = 0.2) are in raw pixel units as in the official code.
 
+Decoding (inflating an npz, reading torchvision's pickles or .mat files, NCHW transposition) costs about a second
+for CIFAR-10; with a ``cache_dir`` the decoded arrays are kept there once as ``.npy`` files
+(``decoded/<name>-<key>``, the key from the source files' paths, sizes and modification times) and every later
+process maps them (copy-on-write) instead: a Deployment Engine ClientApp, which is a new process per message,
+then reads only the rows it indexes. Same arrays, byte for byte.
+
 Split (fixed by ``split_seed``, independent of the run seed; the run seed redraws everything inside it):
 ``burnin_train | probe | pool``: the burn-in trains on ``burnin_train``; the server's DGC probe set is
 ``probe`` (clean, disjoint from the test set and from every client); the clients' partitions come from
@@ -25,7 +31,10 @@ recycling the client's actor.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,9 +148,54 @@ def load_dataset(name: str, root: str, download: bool = True, extra: bool = Fals
 
 
 def load_for(cfg) -> ArrayDataset:
-    """The dataset a config names, checked against its config (``dataset.shape``, ``dataset.num_classes``)."""
-    ds = load_dataset(str(cfg.dataset.name), str(cfg.data_root), extra=bool(cfg.dataset.get("extra")))  # SVHN only
+    """The dataset a config names, checked against its config (``dataset.shape``, ``dataset.num_classes``); decoded
+    once into ``cfg.cache_dir`` when it is set (:func:`load_decoded`)."""
+    name, root, extra = str(cfg.dataset.name), str(cfg.data_root), bool(cfg.dataset.get("extra"))  # extra: SVHN only
+    cache = cfg.get("cache_dir")
+    ds = load_decoded(name, root, extra, str(cache)) if cache else load_dataset(name, root, extra=extra)
     check_against(ds, cfg.dataset)
+    return ds
+
+
+_FIELDS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _source_files(name: str, root: Path, extra: bool) -> list[Path]:
+    """The files :func:`load_dataset` reads for ``name`` under ``root`` (empty: none there yet)."""
+    for d in (root / name, root):
+        if not extra and (d / "train.npz").is_file() and (d / "test.npz").is_file():
+            return [d / "train.npz", d / "test.npz"]
+    if name == "svhn":
+        return [root / f for f in ("train_32x32.mat", "test_32x32.mat", "extra_32x32.mat")[: 3 if extra else 2]
+                if (root / f).is_file()]
+    first = root / TORCHVISION[name][1].split(",")[0].strip().rstrip("/")
+    return sorted(p for p in first.rglob("*") if p.is_file()) if first.is_dir() else []
+
+
+def load_decoded(name: str, root: str, extra: bool, cache_dir: str) -> ArrayDataset:
+    """:func:`load_dataset`, decoded once into ``cache_dir/decoded/<name>-<key>`` and memory-mapped from there.
+
+    The key hashes every source file's resolved path, size and modification time, so new files give a new folder.
+    The folder is written under a temporary name and renamed into place whole, so concurrent first runs cannot leave
+    a half-written one. Without source files (a download is due) it is plain :func:`load_dataset`."""
+    files = _source_files(name, Path(root), extra)
+    if not files:
+        return load_dataset(name, root, extra=extra)
+    stamp = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    key = hashlib.sha256(json.dumps([name, extra, stamp]).encode()).hexdigest()[:16]
+    folder = Path(cache_dir) / "decoded" / f"{name}-{key}"
+    if (folder / "done").is_file():
+        return ArrayDataset(*(np.load(folder / f"{f}.npy", mmap_mode="c") for f in _FIELDS))
+    ds = load_dataset(name, root, extra=extra)
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for f in _FIELDS:
+        np.save(tmp / f"{f}.npy", getattr(ds, f))
+    (tmp / "done").write_text(json.dumps(stamp))
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process put it there first
+        shutil.rmtree(tmp, ignore_errors=True)
     return ds
 
 

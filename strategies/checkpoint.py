@@ -10,6 +10,7 @@ between a stop and its resume: ``resume``, ``out_dir``, ``stop_after``). Clients
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +49,14 @@ class Resumed:
 
 def save(path: Path, rnd: int, arrays: ArrayRecord, strategy, clip, cfg, monitor_round=None, done=False) -> None:
     """Write the state after round ``rnd`` (``strategy``: the outer :class:`ServerSGD` chain; ``clip``: the defence
-    wrapper or None)."""
+    wrapper or None). Written to a temporary file and renamed into place, so a process killed while writing (a
+    SuperLink that dies takes its ServerApp with it) leaves the previous checkpoint whole."""
+    tmp = path.with_name(path.name + ".tmp")
     torch.save({"round": rnd, "arrays": arrays.to_numpy_ndarrays(), "momentum": strategy.momentum_vector,
                 "defence_state": getattr(clip, "state", lambda: None)(),
                 "aggregator_state": getattr(strategy.sampler.strategy, "state", lambda: None)(),
-                "monitor_round": monitor_round, "done": done, "cfg_json": config_key(cfg)}, path)
+                "monitor_round": monitor_round, "done": done, "cfg_json": config_key(cfg)}, tmp)
+    os.replace(tmp, path)
 
 
 def restore(path: Path, strategy, clip, cfg, fresh: ArrayRecord) -> Resumed:

@@ -66,12 +66,15 @@ def wait_for_nodes(grid: Grid, n: int, timeout: float = 120.0) -> list[int]:
 
 
 class Recorder:
-    """Append-only JSON-lines files; on resume, lines after the checkpoint round are dropped first."""
+    """Append-only JSON-lines files; on resume, lines after the checkpoint round are dropped first (and a last line
+    cut short by a process killed while writing it)."""
 
     def __init__(self, path: Path, keep_until: int | None) -> None:
         self.path = path
         if keep_until is not None and path.exists():
             lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+            if lines and not lines[-1].endswith("}"):
+                lines.pop()
             kept = [ln for ln in lines if json.loads(ln)["round"] <= keep_until]
             path.write_text("".join(ln + "\n" for ln in kept))
         elif keep_until is None and path.exists():

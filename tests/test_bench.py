@@ -15,12 +15,15 @@ def test_bench_markdown_lists_every_measure():
     st = {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
     r = {"dsc_over_st_clean": st, "dsc_over_st_poisoned": st, "at_over_st": st, "dgc_over_gc": st,
          "dgc_over_gc_aggregation_only": st, "flwr_over_inprocess": 1.1, "flwr_startup_s": 12.0,
+         "flwr_round_s": st, "deployment_round_s": st, "deployment_over_simulation": 1.9,
+         "deployment_subprocess_round_s": st, "deployment_subprocess_over_simulation": 4.0,
          "peak_rss_mb": {"default": 2000, "10_clients": 3000}, "attack_over_honest": 10.0,
          "st_batch_s_clean": {"median": 0.05}, "machine": {"cores": 2, "torch": "x", "torch_threads_client": 1,
                                                           "torch_threads_server": 2},
          "config": {"preset": "cpu", "model": "m", "clients": 5, "rounds": 20, "strategy": "dgc", "attack": "a"}}
     md = bench_markdown(r)
     for key in ("DSC / ST per batch, clean", "poisoned", "AT / ST", "DGC / GC, whole round", "aggregation only",
-                "flwr run (Ray) / in-process", "start-up", "peak RSS", "attacker / honest"):
+                "flwr run (Ray) / in-process", "start-up", "peak RSS", "attacker / honest",
+                "Deployment Engine / simulation", "fresh ClientApp interpreter", "steady round (s)"):
         assert key in md
     assert "15.7" in md  # the paper's DSC/ST ratio beside ours

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from fl_mdisc.data import (attacker_split, augment, load_dataset, make_split, partition_pool, stream_batch, to_float)
+from fl_mdisc.data import (attacker_split, augment, load_dataset, load_decoded, make_split, partition_pool, stream_batch,
+                           to_float)
 from fl_mdisc.errors import DataError
 
 from .conftest import SHARED_DATA
@@ -25,6 +26,32 @@ class TestLoading:
         (d / "test.npz").write_bytes(b"garbage")
         with pytest.raises(DataError, match="cannot read"):
             load_dataset("cifar10", str(tmp_path), download=False)
+
+    def test_decoded_cache_gives_the_same_arrays_and_follows_the_files(self, tmp_path):
+        import os
+        import shutil
+
+        root = tmp_path / "data"
+        (root / "cifar10").mkdir(parents=True)
+        rng = np.random.default_rng(1)
+        for part, n in (("train", 40), ("test", 10)):
+            np.savez_compressed(root / "cifar10" / f"{part}.npz", x=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                                y=rng.integers(0, 10, n))
+        plain = load_dataset("cifar10", str(root), download=False)
+        first = load_decoded("cifar10", str(root), False, str(tmp_path / "cache"))  # decodes and writes the folder
+        (folder,) = (tmp_path / "cache" / "decoded").iterdir()
+        again = load_decoded("cifar10", str(root), False, str(tmp_path / "cache"))  # maps it
+        assert isinstance(again.x_train, np.memmap) and again.x_train.flags.writeable  # copy-on-write: no torch warning
+        for f in ("x_train", "y_train", "x_test", "y_test"):
+            assert np.array_equal(getattr(first, f), getattr(plain, f)) and np.array_equal(getattr(again, f), getattr(plain, f))
+            assert getattr(again, f).dtype == getattr(plain, f).dtype and getattr(again, f).shape == getattr(plain, f).shape
+        # new files (another size or time) give another folder, never the old arrays
+        shutil.copy(root / "cifar10" / "test.npz", root / "cifar10" / "train.npz")
+        os.utime(root / "cifar10" / "train.npz", ns=(1, 1))
+        load_dataset.cache_clear()
+        swapped = load_decoded("cifar10", str(root), False, str(tmp_path / "cache"))
+        assert len(swapped.x_train) == 10 and len(list((tmp_path / "cache" / "decoded").iterdir())) == 2
+        assert folder.exists() and not list((tmp_path / "cache" / "decoded").glob("*.tmp-*"))
 
     @pytest.mark.skipif(not (SHARED_DATA / "cifar10" / "train.npz").exists(), reason="real CIFAR-10 not present")
     def test_real_cifar10(self):

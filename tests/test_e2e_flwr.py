@@ -3,8 +3,12 @@ Engine (a SuperLink + 3 SuperNodes as processes on loopback) with the same confi
 and leave no process behind."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -53,9 +57,35 @@ def test_cli_flwr_run_completes_and_cleans_up(simulated):
     assert not (REPO / ".flwr-home" / f"run-{pid}").exists()
 
 
-def test_deployment_engine_gives_the_simulation_numbers_and_cleans_up(simulated, tiny_data_root):
+def _kill_superlink_after_round_1(data_root, tmp_path, name, *extra) -> tuple[int, str]:
+    """Start the run; SIGKILL its SuperLink once round 1 is logged; return the command's exit code and output."""
+    out = tmp_path / name
+    log = tmp_path / f"{name}.log"
+    ov = tiny_overrides(data_root, tmp_path / "cache", out, *ARGS, *extra)
+    with open(log, "w") as fh:
+        p = subprocess.Popen([sys.executable, "-m", "app.cli", "run", "--quiet", *ov], stdout=fh, stderr=subprocess.STDOUT)
+    killed, t0 = False, time.time()
+    while p.poll() is None and time.time() - t0 < 600:
+        if not killed and (out / "rounds.jsonl").is_file() and (out / "rounds.jsonl").read_text().count("\n") >= 1:
+            for pid in _flower_pids("flower-superlink"):
+                if f"run-{p.pid}" in Path(f"/proc/{pid}/cmdline").read_text():
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed = True
+        time.sleep(0.2)
+    p.wait(timeout=120)
+    assert killed, log.read_text()[-2000:]
+    return p.returncode, log.read_text()
+
+
+def test_deployment_engine_survives_a_superlink_kill_and_gives_the_simulation_numbers(simulated, tiny_data_root):
+    """The SuperLink is killed once round 1 is logged: the command fails, says to rerun it, and leaves nothing
+    behind; the same command again resumes from the checkpoint, and the run's files equal the simulation's."""
     tmp, sim_out, _pid, _err = simulated
-    before = _flower_pids("flower-supernode", "flwr-clientapp")
+    before = _flower_pids("flower-supernode", "flwr-clientapp", "clients.warm_exec", "flwr-serverapp")
+    code, text = _kill_superlink_after_round_1(tiny_data_root, tmp, "deploy", "engine=deployment")
+    assert code != 0 and "rerun the same command" in text, text[-2000:]
+    time.sleep(3)  # the SuperLink's SuperExec and ServerApp follow it (Flower's parent-process monitor)
+    assert _flower_pids("flower-supernode", "flwr-clientapp", "clients.warm_exec", "flwr-serverapp") <= before
     out, pid, stderr = _run(tiny_data_root, tmp, "deploy", "engine=deployment")
     # the same files as a simulation run, with the same numbers (only the wall-clock fields differ)
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in sim_out.iterdir())
