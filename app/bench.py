@@ -268,10 +268,18 @@ def flwr_rounds(cfg, overrides: list[str], out: Path) -> dict:
     sampler.join()
     timing = read_jsonl(out / "timing.jsonl")
     rounds_s = [t["seconds"] for t in timing]
+    steady = timing[1:]
+    # where a steady round goes: the wait before a client's work starts (push -> reply created, less its work), the
+    # attacker's own work, and the rest of the round after the last reply was created (pulls, aggregation)
+    waits = [statistics.median(t["replied_at"][p] - t["clients"][p] for p in t["clients"]) for t in steady]
+    slowest = [t["seconds"] - max(t["replied_at"].values()) for t in steady]
+    mal = str(int(c.fed.num_clients) - 1)
     summ = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     return {"status": status.get("status"), "wall_s": round(wall, 2), "round_s": rounds_s,
             "startup_s": round(wall - sum(rounds_s), 2), "peak_rss_mb": round(sampler.peak, 1),
-            "summary_wall_s": summ.get("wall_s")}
+            "summary_wall_s": summ.get("wall_s"), "wait_before_work_s": _stats(waits),
+            "attacker_work_s": _stats([t["clients"][mal] for t in steady if mal in t["clients"]]),
+            "after_last_reply_s": _stats(slowest)}
 
 
 def bench(overrides: list[str]) -> dict:
@@ -331,6 +339,8 @@ def bench(overrides: list[str]) -> dict:
         "deployment_startup_s": dep["startup_s"],
         "deployment_subprocess_round_s": _stats(cold["round_s"][1:]),
         "deployment_subprocess_over_simulation": round(sum(cold["round_s"][1:]) / sum(fl["round_s"][1:]), 4),
+        "round_parts_s": {k: {"simulation": fl[k], "deployment": dep[k], "deployment_subprocess": cold[k]}
+                          for k in ("wait_before_work_s", "attacker_work_s", "after_last_reply_s")},
         "peak_rss_mb": {"default": fl["peak_rss_mb"], "10_clients": fl10["peak_rss_mb"]},
         "attack_round_s": _stats(mal) if mal else None,
         "honest_round_s": _stats(hon),
@@ -364,6 +374,12 @@ def bench_markdown(r: dict) -> str:
          f"{r['flwr_round_s']['median']:.3g} / {r['deployment_round_s']['median']:.3g} / "
          f"{r['deployment_subprocess_round_s']['median']:.3g}" if "deployment_subprocess_round_s" in r else "–",
          "report", "–"),
+        *[(f"{label}, median over rounds 2..R (s): simulation / Deployment Engine / fresh interpreters",
+           " / ".join(f"{r['round_parts_s'][k][e]['median']:.3g}" for e in ("simulation", "deployment", "deployment_subprocess"))
+           if "round_parts_s" in r else "–", "report", "–")
+          for k, label in (("wait_before_work_s", "a message's wait before its client works (median client)"),
+                           ("attacker_work_s", "the attacker's own work"),
+                           ("after_last_reply_s", "the round after its last reply was created"))],
         ("flwr start-up + teardown (s); first round's actor warm-up (s)",
          f"{r['flwr_startup_s']:.3g}; {r.get('flwr_first_round_extra_s', '–')}", "report", "–"),
         ("peak RSS, all processes (MB): default / 10 clients",

@@ -334,12 +334,12 @@ its own SuperExec and a fresh ``flwr-clientapp`` per message."""
     return cmds
 
 
-def _clientapp(config_file: Path | list[Path]) -> str:
-    """``deployment.clientapp`` of the run's (first) config file."""
+def _deployment(config_file: Path | list[Path]) -> dict:
+    """The ``deployment`` block of the run's (first) config file (``clientapp``, ``keys``)."""
     from omegaconf import OmegaConf
 
     first = config_file[0] if isinstance(config_file, list) else config_file
-    return str(OmegaConf.select(OmegaConf.load(first), "deployment.clientapp", default="warm"))
+    return OmegaConf.to_container(OmegaConf.load(first).deployment)
 
 
 def register_nodes(flwr: str, keys: dict, env: dict[str, str], cwd: str) -> dict[int, int]:
@@ -382,12 +382,13 @@ def run_deployment(project: Path, config_file: Path | list[Path], num_clients: i
     env = flwr_env(project, data_root, private=True, lane=lane)
     flwr = _flwr_bin()
     home = Path(env["FLWR_HOME"])
-    from .pki import federation_keys
+    from .pki import federation_keys, given_keys
 
-    keys = federation_keys(home / "keys", num_clients)
+    dep = _deployment(config_file)
+    keys = given_keys(dep["keys"], num_clients) if dep["keys"] else federation_keys(home / "keys", num_clients)
     port = _free_port()
     node_ports = [_free_port() for _ in range(num_clients)]
-    cmds = deployment_commands(port, num_clients, node_ports, home, keys, _clientapp(config_file))
+    cmds = deployment_commands(port, num_clients, node_ports, home, keys, dep["clientapp"])
     node_map = home / "node-map.json"
     procs: list[subprocess.Popen] = []
     _ACTIVE_PROCS[str(home)] = pids = []

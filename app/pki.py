@@ -25,6 +25,14 @@ def _pem_private(key, openssh: bool = False) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
 
 
+def given_keys(folder: Path, num_nodes: int) -> dict:
+    """The same paths as :func:`federation_keys` returns, for a folder the user filled (``deployment.keys``; the
+    config check has made sure every file is there)."""
+    folder = Path(folder).expanduser().resolve()
+    return {"ca": folder / "ca.crt", "cert": folder / "superlink.crt", "key": folder / "superlink.key",
+            "nodes": [(folder / f"node-{i}", folder / f"node-{i}.pub") for i in range(num_nodes)]}
+
+
 def federation_keys(out: Path, num_nodes: int, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> dict:
     """Write ``ca.crt``, ``superlink.crt`` / ``superlink.key`` (for ``hosts``) and ``node-<i>`` / ``node-<i>.pub``
     (OpenSSH, as ``flower-supernode --auth-supernode-private-key`` and ``flwr supernode register`` read them) under

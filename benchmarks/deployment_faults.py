@@ -8,7 +8,7 @@ command, key and home once the server logs its partition as ``unavailable``, and
 who replied, who failed and why, who was skipped, the round's seconds and its wait (``timing.jsonl``). What it
 shows: the failure is logged once under the right partition, the dead node is skipped while the SuperLink does not
 list it, the others keep their draw, the restarted node rejoins under its registered node id as the same partition,
-and nothing of the run is left behind. About 4 minutes on 2 cores.
+and nothing of the run is left behind. About a minute on 2 cores.
 """
 from __future__ import annotations
 

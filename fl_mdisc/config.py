@@ -327,7 +327,24 @@ def _check_split(cfg) -> None:
                           "raise split.burnin")
 
 
+def key_files(num_clients: int) -> list[str]:
+    """The files a ``deployment.keys`` folder holds (what :func:`app.pki.federation_keys` writes)."""
+    return ["ca.crt", "superlink.crt", "superlink.key"] + [f"node-{i}{s}" for i in range(num_clients) for s in ("", ".pub")]
+
+
+def _check_keys(cfg) -> None:
+    folder = OmegaConf.select(cfg, "deployment.keys")
+    if folder is None:
+        return
+    missing = [f for f in key_files(int(cfg.fed.num_clients)) if not (Path(str(folder)).expanduser() / f).is_file()]
+    if missing:
+        raise ConfigError(f"deployment.keys={folder} lacks {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}; "
+                          "put your CA, the SuperLink's certificate and key (for 127.0.0.1) and one OpenSSH EC key pair "
+                          "per SuperNode there, or set deployment.keys=null for a throwaway set per run")
+
+
 CHECKS = (
+    (lambda cfg: OmegaConf.select(cfg, "engine") == "deployment", _check_keys),
     (_when("strategy", "byzfl"), _check_byzfl),
     (_always, _check_federation),
     (_when("attack", "adaptive_update"), _check_adaptive),

@@ -297,6 +297,7 @@ class RoundLoop:
         t0 = time.time()
         msgs = strategy.configure_train(rnd, st.arrays, ConfigRecord({**self.base_conf, "phase": phase}), self.grid)
         timeout = round_timeout(self.complete_s, float(cfg.fed.round_timeout), cfg.fed.round_timeout_multiple)
+        t_push = time.time()
         replies = send_and_receive(self.grid, msgs, timeout)
         failures = [m for m in replies if m.has_error()]
         new_arrays, _ = strategy.aggregate_train(rnd, replies)
@@ -314,7 +315,7 @@ class RoundLoop:
         if row["missing"] == 0 and not failures:
             self.complete_s.append(seconds)
         self.timing.write({"round": rnd, "seconds": round(seconds, 3), "timeout": round(timeout, 1),
-                           "clients": _client_seconds(replies)})
+                           "clients": _client_seconds(replies), "replied_at": _client_seconds(replies, t_push)})
         drop = cfg.get("monitor_drop")
         due = not accumulate or rnd % int(cfg.eval_every) == 0 or rnd == self.R
         if due or drop is not None:
@@ -361,14 +362,18 @@ def start_evaluation(entry: dict, cfg, dev, ds, compute, metrics_rec) -> dict:
     return row
 
 
-def _client_seconds(replies) -> dict:
+def _client_seconds(replies, since: float | None = None) -> dict:
+    """Partition id -> the seconds its client reported working, or, with ``since`` (when the round's messages were
+    pushed), the seconds from then until its ClientApp created the reply (Flower's ``created_at``; one clock on one
+    machine): what the message waited and travelled before the client's work, plus that work."""
     out = {}
     for m in replies:
         if m.has_error() or len(m.content.metric_records) != 1:
             continue
         met = next(iter(m.content.metric_records.values()))
         if "seconds" in met and "partition-id" in met:
-            out[str(int(met["partition-id"]))] = round(float(met["seconds"]), 3)
+            v = float(met["seconds"]) if since is None else float(m.metadata.created_at) - since
+            out[str(int(met["partition-id"]))] = round(v, 3)
     return out
 
 

@@ -17,6 +17,8 @@ def test_bench_markdown_lists_every_measure():
          "dgc_over_gc_aggregation_only": st, "flwr_over_inprocess": 1.1, "flwr_startup_s": 12.0,
          "flwr_round_s": st, "deployment_round_s": st, "deployment_over_simulation": 1.9,
          "deployment_subprocess_round_s": st, "deployment_subprocess_over_simulation": 4.0,
+         "round_parts_s": {k: {"simulation": st, "deployment": st, "deployment_subprocess": st}
+                           for k in ("wait_before_work_s", "attacker_work_s", "after_last_reply_s")},
          "peak_rss_mb": {"default": 2000, "10_clients": 3000}, "attack_over_honest": 10.0,
          "st_batch_s_clean": {"median": 0.05}, "machine": {"cores": 2, "torch": "x", "torch_threads_client": 1,
                                                           "torch_threads_server": 2},
@@ -24,6 +26,7 @@ def test_bench_markdown_lists_every_measure():
     md = bench_markdown(r)
     for key in ("DSC / ST per batch, clean", "poisoned", "AT / ST", "DGC / GC, whole round", "aggregation only",
                 "flwr run (Ray) / in-process", "start-up", "peak RSS", "attacker / honest",
-                "Deployment Engine / simulation", "fresh ClientApp interpreter", "steady round (s)"):
+                "Deployment Engine / simulation", "fresh ClientApp interpreter", "steady round (s)",
+                "wait before its client works", "attacker's own work", "after its last reply"):
         assert key in md
     assert "15.7" in md  # the paper's DSC/ST ratio beside ours

@@ -253,3 +253,23 @@ def test_the_fab_carries_the_app_not_the_committed_results():
                    "app/launch.py"):
         assert needed in names
     assert len(fab) < 2 * 1024 * 1024
+
+
+def test_user_keys_are_read_from_their_folder_and_a_missing_file_is_one_error(tmp_path):
+    """``deployment.keys``: a folder laid out as the throwaway set gives the same paths; a file missing is one error
+    naming it, at composition (before any burn-in or process)."""
+    from app.pki import federation_keys, given_keys
+    from fl_mdisc.config import compose
+    from fl_mdisc.errors import ConfigError
+
+    made = federation_keys(tmp_path / "mine", 3)
+    assert given_keys(tmp_path / "mine", 3) == made
+    compose(["engine=deployment", f"deployment.keys={tmp_path / 'mine'}", "fed.num_clients=3"])
+    (tmp_path / "mine" / "node-2.pub").unlink()
+    with pytest.raises(ConfigError, match="lacks node-2.pub"):
+        compose(["engine=deployment", f"deployment.keys={tmp_path / 'mine'}", "fed.num_clients=3"])
+    with pytest.raises(ConfigError, match="lacks .*node-3"):
+        compose(["engine=deployment", f"deployment.keys={tmp_path / 'mine'}", "fed.num_clients=4"])
+    compose(["engine=simulation", f"deployment.keys={tmp_path / 'nowhere'}"])  # only the Deployment Engine reads it
+    with pytest.raises(ConfigError, match="deployment.clientapp"):
+        compose(["deployment.clientapp=fresh"])
