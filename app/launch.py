@@ -102,6 +102,24 @@ def _process_table() -> list[tuple[int, int, str]]:
     return rows
 
 
+MARK_ENV = "FL_MDISC_FEDERATION"  # set in every process a Deployment Engine run starts; inherited by their children
+
+
+def marked(value: str) -> list[int]:
+    """The processes whose environment has ``FL_MDISC_FEDERATION=value`` (read from /proc; none elsewhere): every
+    process below one we started, also one whose parent died first and left it to init (a ServerApp whose
+    SuperLink was killed)."""
+    want = f"{MARK_ENV}={value}".encode()
+    found = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            if want in (d / "environ").read_bytes().split(b"\0") and int(d.name) != os.getpid():
+                found.append(int(d.name))
+        except OSError:
+            pass
+    return found
+
+
 def kill_trees(roots: list[int]) -> None:
     """SIGTERM, then SIGKILL, each process in ``roots`` and every process below it (children first found from one
     ``ps`` table, so a parent that dies first cannot orphan them out of reach)."""
@@ -382,6 +400,7 @@ def run_deployment(project: Path, config_file: Path | list[Path], num_clients: i
     env = flwr_env(project, data_root, private=True, lane=lane)
     flwr = _flwr_bin()
     home = Path(env["FLWR_HOME"])
+    env[MARK_ENV] = str(home)
     from .pki import federation_keys, given_keys
 
     dep = _deployment(config_file)
@@ -417,7 +436,8 @@ def run_deployment(project: Path, config_file: Path | list[Path], num_clients: i
             status["superlink-log"] = _tail(link_log)
         return status
     finally:
-        kill_trees([p.pid for p in procs])  # also on Ctrl-C: never leave a SuperLink, SuperNode or ClientApp
+        # also on Ctrl-C: never leave a SuperLink, SuperNode, SuperExec, ClientApp or ServerApp (orphans included)
+        kill_trees([p.pid for p in procs] + marked(str(home)))
         _ACTIVE_PROCS.pop(str(home), None)
         for p in procs:
             try:

@@ -63,9 +63,9 @@ def _restart(node: tuple, superexec: tuple) -> list[subprocess.Popen]:
     return [n, subprocess.Popen(cmd, cwd=superexec[2], env=superexec[3], **kw)]
 
 
-def main() -> None:
-    a = folder_args(__doc__, "out")
-    tmp = Path(a.out)
+def run_faults(tmp: Path) -> dict:
+    """Run the federation in ``tmp``, kill and restart SuperNode 1; return the run's rows, timing, summary, events,
+    exit code, seconds and the processes of the run left behind (tests/test_e2e_flwr.py asserts on them)."""
     _data(tmp / "data")
     out = tmp / "run"
     ov = [f"data_root={tmp / 'data'}", f"cache_dir={tmp / 'cache'}", f"out_dir={out}", "model.width=4",
@@ -78,7 +78,7 @@ def main() -> None:
                            env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     events, saved, again = [], None, None
     while run.poll() is None:
-        time.sleep(2)
+        time.sleep(0.5)
         rows = [json.loads(x) for x in (out / "rounds.jsonl").read_text().splitlines()] if (out / "rounds.jsonl").exists() else []
         if saved is None and len(rows) >= 2 and (saved := _node(run.pid, "partition-id=1 ")):
             kill_trees([saved[0][0]])  # its SuperExec follows it (Flower's parent-process monitor)
@@ -88,21 +88,30 @@ def main() -> None:
             events.append(f"{time.time() - t0:.0f} s: SuperNode 1 restarted with its key after round {len(rows)}")
     if again is not None:
         kill_trees([p.pid for p in again])  # ours, not the launcher's: stopped here
+    time.sleep(1)
     left = [x for x in subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
             if f"run-{run.pid}" in x]
-    timing = {t["round"]: t for t in map(json.loads, (out / "timing.jsonl").read_text().splitlines())}
+    read = (lambda name: [json.loads(x) for x in (out / name).read_text().splitlines()])
+    return {"rows": read("rounds.jsonl"), "timing": {t["round"]: t for t in read("timing.jsonl")},
+            "summary": json.loads((out / "summary.json").read_text()), "events": events, "code": run.returncode,
+            "seconds": time.time() - t0, "left": left}
+
+
+def main() -> None:
+    a = folder_args(__doc__, "out")
+    r = run_faults(Path(a.out))
     lines = [f"SuperNode 1 killed and restarted during a Deployment Engine run (`benchmarks/deployment_faults.py`): "
-             f"exit code {run.returncode}, {time.time() - t0:.0f} s; " + "; ".join(events) + ".", "",
+             f"exit code {r['code']}, {r['seconds']:.0f} s; " + "; ".join(r["events"]) + ".", "",
              "| round | drawn and sent | replied | failed (partition: reason) | unavailable | seconds | wait (s) |",
              "|---|---|---|---|---|---|---|"]
-    for r in map(json.loads, (out / "rounds.jsonl").read_text().splitlines()):
-        t = timing.get(r["round"], {})
-        failed = ", ".join(f"{f['partition-id']}: {f['reason'][:48]}…" for f in r.get("failed", [])) or "–"
-        lines.append(f"| {r['round']} | {r['sampled']} | {[c['partition-id'] for c in r['clients']]} | {failed} | "
-                     f"{r.get('unavailable', '–')} | {t.get('seconds', 0):.1f} | {t.get('timeout', '–')} |")
-    s = json.loads((out / "summary.json").read_text())
+    for row in r["rows"]:
+        t = r["timing"].get(row["round"], {})
+        failed = ", ".join(f"{f['partition-id']}: {f['reason'][:48]}…" for f in row.get("failed", [])) or "–"
+        lines.append(f"| {row['round']} | {row['sampled']} | {[c['partition-id'] for c in row['clients']]} | {failed} | "
+                     f"{row.get('unavailable', '–')} | {t.get('seconds', 0):.1f} | {t.get('timeout', '–')} |")
+    s = r["summary"]
     lines += ["", f"Summary: failures {s['failures']}, dropped replies {s['dropped_replies']}, missing replies "
-              f"{s['missing_replies']}; processes of the run left behind: {len(left)}."]
+              f"{s['missing_replies']}; processes of the run left behind: {len(r['left'])}."]
     emit(lines, a.markdown)
 
 

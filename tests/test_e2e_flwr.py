@@ -85,7 +85,9 @@ def test_deployment_engine_survives_a_superlink_kill_and_gives_the_simulation_nu
     code, text = _kill_superlink_after_round_1(tiny_data_root, tmp, "deploy", "engine=deployment")
     assert code != 0 and "rerun the same command" in text, text[-2000:]
     time.sleep(3)  # the SuperLink's SuperExec and ServerApp follow it (Flower's parent-process monitor)
-    assert _flower_pids("flower-supernode", "flwr-clientapp", "clients.warm_exec", "flwr-serverapp") <= before
+    left = _flower_pids("flower-supernode", "flwr-clientapp", "clients.warm_exec", "flwr-serverapp") - before
+    assert not left, subprocess.run(["ps", "-ww", "-o", "pid,ppid,etime,args", "-p", ",".join(left)],
+                                    capture_output=True, text=True).stdout
     out, pid, stderr = _run(tiny_data_root, tmp, "deploy", "engine=deployment")
     # the same files as a simulation run, with the same numbers (only the wall-clock fields differ)
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in sim_out.iterdir())
@@ -160,3 +162,30 @@ def test_deployment_hung_client_and_node_claiming_another_partition(tiny_data_ro
     assert (s["spoofed_replies"], s["missing_replies"], s["failures"]) == (4, 2, 0)
     assert _flower_pids("flower-supernode", "flwr-clientapp", "clients.warm_exec") <= before
     assert not any((REPO / ".flwr-home").glob(f"run-{__import__('os').getpid()}*"))
+
+
+def test_deployment_supernode_killed_and_restarted_rejoins(tmp_path):
+    """SuperNode 1 stopped after round 2 (SIGTERM, then SIGKILL), restarted with its key and its SuperExec once its
+    partition is skipped (``benchmarks/deployment_faults.py``, which also writes docs/results/deployment-faults).
+    Its message of the round it died in, if one was sent, comes back as one failure of partition 1 with Flower's
+    reason, never as a dropped reply; while the SuperLink does not list it, it is not sent anything; restarted, it
+    replies as partition 1 in every later round; nothing of the run is left."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from deployment_faults import run_faults
+
+    r = run_faults(tmp_path)
+    assert r["code"] == 0 and not r["left"], r["events"]
+    rows = r["rows"]
+    failed = [(row["round"], f) for row in rows for f in row.get("failed", [])]
+    assert len(failed) <= 1 and all(f["partition-id"] == 1 and "Unavailable" in f["reason"] for _r, f in failed)
+    skipped = [row["round"] for row in rows if 1 in row.get("unavailable", [])]
+    assert skipped, rows
+    for row in rows:
+        replied = [c["partition-id"] for c in row["clients"]]
+        if row["round"] in skipped:
+            assert 1 not in row["sampled"] and replied == [0, 2]
+        if row["round"] > max(skipped):
+            assert replied == [0, 1, 2]
+    assert max(skipped) < 9 and all(not row["dropped"] for row in rows)
+    s = r["summary"]
+    assert (s["failures"], s["dropped_replies"], s["missing_replies"]) == (len(failed), 0, 0)
