@@ -288,9 +288,6 @@ def lane_shares(parallel: int, cpus_per_client: int = 1, num_cpus: int | None = 
 
 
 CONNECTION = "fl-mdisc-local"
-# A SuperNode's SuperExec asks it for a new ClientApp task every 1 s by default (Flower's knob, 0.01-60 s):
-# 0.1 s makes a message wait at most 0.1 s for its process instead of up to 1 s (set it in the environment to override).
-SUPEREXEC_POLL = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"}
 
 
 def _wait_healthy(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90.0, ca: Path | None = None) -> None:
@@ -423,11 +420,10 @@ def run_deployment(project: Path, config_file: Path | list[Path], num_clients: i
             f'address = "127.0.0.1:{port}"\nroot-certificates = "{keys["ca"]}"\n')
         cenv = dict(env, FLWR_HOME=str(cli_home))
         node_map.write_text(json.dumps({str(k): v for k, v in register_nodes(flwr, keys, cenv, str(cli_home)).items()}))
-        node_env = {**SUPEREXEC_POLL, **env}  # a value set in the caller's environment wins
         for name, cmd in cmds.items():  # SuperNodes, once their keys are registered, each followed by its SuperExec
             if name.startswith("superexec-"):
                 cmd = cmd + ["--parent-pid", str(procs[-1].pid)]
-            proc, _log = _popen_logged(name, cmd, home, node_env)
+            proc, _log = _popen_logged(name, cmd, home, env)
             procs.append(proc)
             pids.append(proc.pid)
         cmd = [flwr, "run", str(project), CONNECTION, "--run-config", _run_config(config_file), "--format", "json"]
