@@ -273,3 +273,24 @@ def test_user_keys_are_read_from_their_folder_and_a_missing_file_is_one_error(tm
     compose(["engine=simulation", f"deployment.keys={tmp_path / 'nowhere'}"])  # only the Deployment Engine reads it
     with pytest.raises(ConfigError, match="deployment.clientapp"):
         compose(["deployment.clientapp=fresh"])
+
+
+def test_marked_finds_a_process_and_its_orphaned_child_by_their_environment(tmp_path):
+    """What the Deployment Engine's clean-up relies on when a SuperLink dies before its ServerApp: a process whose
+    parent is gone is still found by the mark every process of the run inherits."""
+    import os
+    import sys
+    import time
+
+    mark = f"test-{tmp_path.name}"
+    env = dict(os.environ, **{launch.MARK_ENV: mark})
+    # a parent that starts a sleeping child and exits at once: the child is orphaned (re-parented to init)
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; "
+                               "print(subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
+                               "stdout=subprocess.DEVNULL).pid)"],
+                              env=env, stdout=subprocess.PIPE, text=True)
+    child = int(parent.communicate(timeout=30)[0])
+    time.sleep(0.2)
+    assert launch.marked(mark) == [child]
+    launch.kill_trees(launch.marked(mark))
+    assert launch.marked(mark) == [] and launch.marked("no-such-run") == []
