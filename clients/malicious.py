@@ -13,9 +13,9 @@
   once at theta_start, the default, or every round). With ``attack.stealth_drop = d`` the attacker is stealthy, as
   an accumulative attacker wants to be: it measures the global model's accuracy on its own validation batch, drop
   = (accuracy at theta_start) - (accuracy now), scales its norm by max(0, 1 - drop / d), and while drop >= d sends
-  an honest update instead (``attack-paused``): it damages without collapsing training (measured: a constant-norm
-  attacker at 1.5-2x the honest norm drove ST to chance on some burn-ins, and an on/off pause at d = 15 did not stop
-  the server momentum's run-away) and pushes again once the model recovers.
+  an honest update instead (``attack-paused``): it damages without collapsing training (a constant-norm attacker,
+  or an on/off pause, let the server momentum run away on some burn-ins: docs/history.md) and pushes again once the
+  model recovers.
 * ``adaptive_update`` (ours): the same lambda-update made aware of DGC (:mod:`fl_mdisc.adaptive`, threat model there):
   with ``attack.md_budget = b`` it sends the largest multiple c* in [0, 1] of its update whose estimated DGC statistic
   (on its own clean images, against the burn-in theta_hist every client receives) stays within b x its own honest

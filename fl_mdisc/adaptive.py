@@ -30,10 +30,9 @@ P_hat_t of the server's C and P_t, with the server's own estimator; the budget i
 
 so md_budget = 1 aims at the threshold it believes DGC uses and md_budget < 1 keeps a safety margin below it. It
 uses DGC's configuration when the run's strategy is DGC, else DGC's defaults (``conf/strategy/dgc.yaml``): the same
-attacker in every strategy column of ``fl-mdisc adaptive``. (A first version measured the honest level as a quantile of
-its own honest updates' statistic at theta_start only: measured 30x below DGC's P, because the increase statistic of
-honest updates is centred near 0 and its spread over the rounds is what the server's threshold covers; a multiple of a
-level centred near 0 is no budget.)
+attacker in every strategy column of ``fl-mdisc adaptive``. (Its budget is a multiple of the threshold, not of its
+honest updates' own level: the increase statistic of honest updates is centred near 0, and a multiple of a level
+centred near 0 is no budget; docs/history.md has the first version that did that.)
 
 Each round it builds the lambda-update exactly as ``attack=lambda_update`` does (direction, norm rule, stealth pause)
 and sends c* Delta with

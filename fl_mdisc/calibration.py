@@ -1,8 +1,8 @@
 """Self-calibration of the server defences: GC's bound C and DGC's threshold, computed where the run happens.
 
 Why: the burn-in differs across machines (CPU kernels round differently), so any C, mu or tau fitted to one
-machine's checkpoints is wrong on the next one (measured: a threshold fitted on one machine flagged 66 % of
-honest updates on another). The paper prescribes this for DSC's threshold ("estimated from clean data in the
+machine's checkpoints is wrong on the next one (a threshold fitted on one machine flagged most honest updates on
+another: docs/history.md). The paper prescribes this for DSC's threshold ("estimated from clean data in the
 burn-in phase", Sec. 4.1; :func:`fl_mdisc.burnin.estimate_dsc_threshold`); we do the same for the server.
 
 The rule. The server simulates a clean federation from theta_start with what it knows (:mod:`fl_mdisc.calib_sim`):

@@ -36,10 +36,9 @@ setting, clean and poisoned; ``benchmarks/history_gate_design.py``). The rule ke
 those with a mean honest FPR <= 2 %: the pooled scale is steadier than a round's 5-10 values; the history halves the
 false positives of single rounds (one honest update far out is averaged with the client's past) while a weighted
 mean lets a client whose statistic grows, as an accumulative attacker's does over its first rounds, cross the cut
-sooner than a window mean would; the gap statistic, scale-free, finds two groups in honest noise (it picks k > 1 for
-~6 % of normal samples of 10) and missed most attackers. Measured limits (docs/dgc-history.md): the first
-participation of an attacker has no history to help, and under Dirichlet alpha = 0.1 a few honest clients hold a
-typical z of 2-3, close to the cut.
+sooner than a window mean would; the gap statistic, scale-free, finds two groups in honest noise and had the lower
+recall. Known limits (measured in docs/dgc-history.md): the first participation of an attacker has no history to
+help, and under strongly non-IID data a few honest clients hold scores close to the cut.
 
 State: the recent centred values and each client's score and participation count, keyed by partition id;
 :meth:`state` / :meth:`load_state` round-trip them exactly (the server checkpoint).

@@ -12,14 +12,12 @@ import torch.nn.functional as F
 def pick_device(cfg) -> torch.device:
     """``cfg.device``: cpu | cuda | auto (cuda when available). On CUDA it also asks for deterministic kernels.
 
-    Why: on CPU the same config and seed give bit-identical runs (tests/test_simulation.py). On an H100 they did not:
-    in a paper-preset harness run (seed 0), ST and GC do identical maths (GC's clip factor was 1.0 in every round),
-    yet their accuracy already differed at round 10 (78.86 vs 78.87 %) and ended 44.45 vs 15.97 % at round 500,
-    because cuDNN/cuBLAS picked non-deterministic kernels and the attacked trajectory amplifies 1-ulp differences.
+    Why: on CPU the same config and seed give bit-identical runs (tests/test_simulation.py). On a GPU they need not:
+    cuDNN/cuBLAS may pick non-deterministic kernels, and an attacked trajectory amplifies 1-ulp differences until two
+    runs doing identical maths end far apart (observed on an H100: docs/experiments/table13.md, "Paper scale on a GPU").
     So: cuDNN deterministic, no autotuning, torch's deterministic algorithms (warn, not fail, for ops without one)
-    and cuBLAS's fixed workspace. Measured on an H100 (``benchmarks/cuda_determinism.py``, README "Paper scale on a
-    GPU"): with these settings a 50-step attacked trajectory in a fresh process replays bit for bit (without them it
-    differs from the first step); a second trajectory in the same process did not equal the first.
+    and cuBLAS's fixed workspace; ``benchmarks/cuda_determinism.py`` checks what they buy (its results:
+    docs/results/gpu/).
     """
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
