@@ -49,8 +49,8 @@ class Resumed:
 
 def save(path: Path, rnd: int, arrays: ArrayRecord, strategy, clip, cfg, monitor_round=None, done=False) -> None:
     """Write the state after round ``rnd`` (``strategy``: the outer :class:`ServerSGD` chain; ``clip``: the defence
-    wrapper or None). Written to a temporary file and renamed into place, so a process killed while writing (a
-    SuperLink that dies takes its ServerApp with it) leaves the previous checkpoint whole."""
+    wrapper or None). Written to a temporary file and renamed into place, so a ServerApp killed while writing (its
+    federation stopped because the SuperLink died) leaves the previous checkpoint whole."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"round": rnd, "arrays": arrays.to_numpy_ndarrays(), "momentum": strategy.momentum_vector,
                 "defence_state": getattr(clip, "state", lambda: None)(),

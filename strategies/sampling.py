@@ -27,6 +27,10 @@ from collections.abc import Callable, Iterable
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from fl_mdisc.errors import ConfigError
+
+from .base import StrategyWrapper
+
 PULL_INTERVAL_S = 0.1
 """Seconds between two pulls for replies (the simulation's own in-memory grid uses the same; Flower's
 deployment grid sleeps 3 s between pulls, which made every deployment round wait up to 3 s more)."""
@@ -45,10 +49,6 @@ def send_and_receive(grid: Grid, messages: Iterable[Message], timeout: float | N
         if pending:
             time.sleep(PULL_INTERVAL_S)
     return replies
-
-from fl_mdisc.errors import ConfigError
-
-from .base import StrategyWrapper
 
 
 def learn_partition_ids(grid: Grid, node_ids: list[int], n: int, timeout: float = 120.0,
