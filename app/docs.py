@@ -31,7 +31,6 @@ def _fmt(v, digits=2) -> str:
 
 
 TABLE13 = (("federated (ours: 4 honest streaming clients + 1 λ-update attacker)", "table13-federated", "gc", "dgc"),
-           ("harness (Pang's: one participant per round, server lr 0.01)", "table13-harness", "gc", "dgc"),
            ("harness at the paper's server lr 0.1, the seed paper's L∞ GC", "table13-harness-linf", "gc_linf",
             "dgc_linf"))
 
@@ -128,7 +127,41 @@ def bench_deployment(root: Path) -> str:
     return bench_head(root) + "\n" + "\n".join(rows) + "\n"
 
 
+MD_AWARE = (("small CNN", "docs/results/table3/md_aware_poison_seeds012.txt"),
+            ("ResNet-18", "docs/results/table3/md_aware_poison_resnet18_h200.txt"))
+
+
+def md_aware_runs(path: Path) -> dict[tuple[str, int], dict[str, float]]:
+    """``benchmarks/md_aware_poison.py``'s output: per (form, burn-in seed), β -> the poisoned batch's MD at arrival."""
+    runs: dict[tuple[str, int], dict[str, float]] = {}
+    seed = None
+    for line in path.read_text().splitlines():
+        m = re.match(r"preset \S+, model \S+, seed (\d+),", line)
+        if m:
+            seed = int(m.group(1))
+            continue
+        cols = line.split()
+        if seed is not None and len(cols) == 5 and cols[0] in ("paper", "input"):
+            runs.setdefault((cols[0], seed), {})[cols[1]] = float(cols[2])
+    return runs
+
+
+def md_aware_table(root: Path) -> str:
+    """The adaptive page's Eq. 21 table: the poisoned batch's MD at arrival per β, model, burn-in seed and form."""
+    data = [(model, md_aware_runs(root / rel)) for model, rel in MD_AWARE]
+    betas = list(next(iter(data[0][1].values())))
+    lines = ["| model, burn-in seed | form | " + " | ".join(f"β = {b}" for b in betas) + " |",
+             "|---|---|" + "---|" * len(betas)]
+    for form, label in (("paper", "paper (Eq. 21)"), ("input", "input (direct)")):
+        for model, runs in data:
+            for (f, seed), row in sorted(runs.items()):
+                if f == form:
+                    lines.append(f"| {model}, {seed} | {label} | " + " | ".join(f"{row[b]:.2f}" for b in betas) + " |")
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
+    "md-aware-poison": md_aware_table,
     "bench-head": bench_head,
     "bench-deployment": bench_deployment,
     "summary": summary_table,

@@ -108,6 +108,8 @@ def aggregate_cells(runs: list[dict], steps: list[int]) -> list[dict]:
                       "accuracy_std": [None if np.isnan(v) else round(float(v), 2) for v in std],
                       "mean_over_evals": round(float(np.mean([np.mean(a) for a in all_rounds if a])), 2)
                       if any(all_rounds) else None,
+                      "mean_over_evals_per_seed": {str(r["seed"]): round(float(np.mean(a)), 2)
+                                                   for r, a in zip(rs, all_rounds) if a},
                       "trigger_drop": _mean([r.get("summary", {}).get("trigger_drop") for r in rs])})
     order = {"clean": 0, "poisoned": 1}
     strat_order = {s: i for i, s in enumerate(STRATEGY_ORDER)}
@@ -202,7 +204,19 @@ def table13_markdown(doc: dict) -> str:
             [[c["seed"], c.get("burnin_seed"), _fmt(c.get("hist_accuracy")), _fmt(c.get("start_accuracy")),
               _fmt(c.get("clip_norm"), digits=3), c.get("statistic"), _fmt(c.get("mu"), digits=4),
               _fmt(c.get("tau"), digits=5), _fmt(c.get("fpr_in_sample"), digits=3)] for c in doc["calibration"]])
+    lines += per_seed_table(doc["cells"])
     return "\n".join(lines) + "\n"
+
+
+def per_seed_table(cells: list[dict]) -> list[str]:
+    """Mean accuracy over the evaluations, one row per seed and one column per (scenario, strategy) cell."""
+    cols = [c for c in cells if c.get("mean_over_evals_per_seed")]
+    if not cols:
+        return []
+    seeds = sorted({s for c in cols for s in c["mean_over_evals_per_seed"]}, key=int)
+    return _md_table("Per seed, mean accuracy over the evaluations:",
+                     ["seed"] + [f"{c['scenario']} {label(c['strategy'])}" for c in cols],
+                     [[s] + [_fmt(c["mean_over_evals_per_seed"].get(s)) for c in cols] for s in seeds])
 
 
 def write_table13(doc: dict, out: Path) -> None:

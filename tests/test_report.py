@@ -24,6 +24,16 @@ def test_aggregate_mean_std_over_seeds():
     gc = cells[1]
     assert gc["seeds"] == [0, 1] and gc["accuracy_mean"] == [72.0, 70.0] and gc["accuracy_std"] == [2.0, 2.0]
     assert gc["mean_over_evals"] == pytest.approx(71.0)
+    assert gc["mean_over_evals_per_seed"] == {"0": 71.0, "1": 71.0}  # (70 + 72) / 2, (74 + 68) / 2
+
+
+def test_per_seed_table_one_row_per_seed():
+    runs = [_run("poisoned", "gc", 0, [(0, 60), (10, 70)]), _run("poisoned", "gc", 1, [(0, 60), (10, 74)]),
+            _run("clean", "st", 1, [(0, 60), (10, 65)])]
+    from app.report import per_seed_table
+    lines = per_seed_table(aggregate_cells(runs, [10]))
+    assert lines[3] == "| seed | clean ST | poisoned GC |"
+    assert lines[5:] == ["| 0 | – | 70.00 |", "| 1 | 65.00 | 74.00 |"]
 
 
 def test_detection_precision_recall_auroc():
