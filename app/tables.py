@@ -45,7 +45,7 @@ def _get(overrides: list[str], key: str):
 CELL_KEYS = ("preset_name", "protocol", "seed", "num_rounds", "trigger", "dataset.name", "model.name", "fed.num_clients",
              "fed.num_malicious", "fed.server_lr", "strategy.name", "strategy.mode", "strategy.clip_norm",
              "strategy.mu", "strategy.tau", "strategy.norm", "strategy.statistic", "strategy.target_fpr", "attack.name",
-             "attack.lam", "attack.norm_multiple", "attack.norm_ref", "attack.stealth_drop", "attack.trigger_scale",
+             "attack.lam", "attack.norm_multiple", "attack.stealth_drop", "attack.trigger_scale",
              "defense.name", "burnin.seed")
 CELL_KEYS += ("fed.clients_per_round", "fed.partition", "fed.dirichlet_alpha", "fed.classes_per_client",
               "fed.local_steps", "fed.client_lr", "fed.server_momentum", "fed.attacker_data", "fed.batch_size",
@@ -55,6 +55,8 @@ FITTED_KEYS = ("strategy.clip_norm", "strategy.mu", "strategy.tau")  # null asks
 LATER_KEYS = {"fed.attacker_data": "partition", "fed.classes_per_client": 2, "attack.beta": 0.0, "attack.md_form": "paper"}
 # DGC keys a config may lack (added later, or retired once one value was left): the value it ran with
 DGC_FIXED = {"strategy.mode": "clip", "strategy.statistic": "increase"}
+# options retired once one value was left: a recorded cell with that value is the same question
+RETIRED = {"attack.norm_ref": "start"}
 
 
 def _key(cfg, dotted: str):
@@ -82,6 +84,9 @@ def check_cell_matches(cell: dict, out: Path) -> None:
     wanted = compose(cell["overrides"])
     diff = [f"{k}: {_key(recorded, k)} != {_key(wanted, k)}" for k in CELL_KEYS
             if _key(recorded, k) != _key(wanted, k) and not (k in FITTED_KEYS and _key(wanted, k) is None)]
+    for k, kept in RETIRED.items():  # a cell recorded with another value of a retired option asked another question
+        if _key(recorded, k) not in (None, kept):
+            diff.append(f"{k}: {_key(recorded, k)} (retired; only {kept} is left)")
     if _key(recorded, "attack.ref_quantile") is not None and _key(recorded, "attack.md_budget") is not None:
         # the DGC-aware attacker's first budget rule (a multiple of its honest statistic at theta_start, retired with
         # the key): same md_budget, another question; unaware cells (md_budget null) never used it and stay valid

@@ -9,8 +9,8 @@
   trigger and validation batches; the trigger round sends one gradient-ascent step on the trigger batch
   scaled by ``trigger_scale`` (the server applies both with its SGD). With ``attack.norm_multiple = k`` (the
   CPU preset's rule) both keep their direction and get norm k x the norm of the honest update the client
-  computes on its own clean stream batch (:func:`fl_mdisc.attack.scale_to_norm`; ``attack.norm_ref``: measured
-  once at theta_start, the default, or every round). With ``attack.stealth_drop = d`` the attacker is stealthy, as
+  computes on its own clean stream batch (:func:`fl_mdisc.attack.scale_to_norm`), measured
+  once at theta_start. With ``attack.stealth_drop = d`` the attacker is stealthy, as
   an accumulative attacker wants to be: it measures the global model's accuracy on its own validation batch, drop
   = (accuracy at theta_start) - (accuracy now), scales its norm by max(0, 1 - drop / d), and while drop >= d sends
   an honest update instead (``attack-paused``): it damages without collapsing training (a constant-norm attacker,
@@ -114,9 +114,9 @@ def _lambda_step(cfg_json, cfg, plan, model, batches, conf, pid, params) -> dict
     """The lambda-update (Pang et al.) in place on ``model``, scaled to the strength rule; returns what it logs.
     Under the stealth budget a paused attacker returns ``attack-paused`` and its honest reply under ``honest``."""
     a = cfg.attack
-    xv, yv, xt, yt, stream_idx = batches
-    rnd, phase = int(conf["server-round"]), str(conf["phase"])
-    k, rule = a.get("norm_multiple"), a.norm_ref
+    xv, yv, xt, yt, _stream_idx = batches
+    phase = str(conf["phase"])
+    k = a.get("norm_multiple")
     budget, scale = a.get("stealth_drop"), 1.0
     extra = {}
     if phase != "trigger" and budget is not None:
@@ -130,19 +130,10 @@ def _lambda_step(cfg_json, cfg, plan, model, batches, conf, pid, params) -> dict
                     "honest": train_honest(cfg_json, params, conf, pid)}
     if phase == "trigger":
         g = reversed_trigger_grad(model, xt, yt, float(a.trigger_scale))
-    elif k is not None and rule == "lambda":
-        # Pang's dynamics with a burn-in-normalised lambda, fixed once so that the update at theta_start has
-        # norm k x the honest norm there; afterwards its norm decays as the alignment saturates
-        lam = start_lambda(cfg_json, pid, str(conf["start-path"]), str(conf["start-sha"]))
-        g = lambda_update_grad(model, xt, yt, xv, yv, lam)
-        extra = {"attack-lam": lam}
     else:
         g = lambda_update_grad(model, xt, yt, xv, yv, float(a.lam))
-    if k is not None and (phase == "trigger" or rule != "lambda"):
-        if rule in ("start", "lambda"):  # the honest norm at theta_start, measured once (no feedback)
-            ref = start_reference_norm(cfg_json, pid, str(conf["start-path"]), str(conf["start-sha"]))
-        else:  # this round's honest norm at theta_t
-            ref = honest_reference_norm(cfg, plan, model, stream_idx, rnd, pid)
+    if k is not None:  # k x the honest norm at theta_start, measured once (no feedback)
+        ref = start_reference_norm(cfg_json, pid, str(conf["start-path"]), str(conf["start-sha"]))
         g = scale_to_norm(g, float(k) * ref * scale)
         extra["attack-ref-norm"] = ref
     if a.name == "adaptive_update" and phase != "trigger" and a.get("md_budget") is not None:
@@ -234,30 +225,13 @@ def honest_reference_norm(cfg, plan, model, stream_idx, rnd: int, pid: int) -> f
 @functools.lru_cache(maxsize=8)
 def start_reference_norm(cfg_json: str, pid: int, start_path: str, start_sha: str) -> float:
     """The norm of the honest update the attacker would send at theta_start from its round-1 clean batch (the
-    reference of ``attack.norm_ref=start``); deterministic, so recomputing it after an actor restart gives the same."""
+    attacker's reference); deterministic, so recomputing it after an actor restart gives the same."""
 
     cfg = runtime.config(cfg_json)
     p = runtime.plan(cfg_json)
     model = load_model(cfg, start_path, start_sha, runtime.device(cfg))
     return honest_reference_norm(cfg, p, model, p.attacker[pid][2], 1, pid)
 
-
-@functools.lru_cache(maxsize=8)
-def start_lambda(cfg_json: str, pid: int, start_path: str, start_sha: str) -> float:
-    """lambda such that the lambda-update at theta_start has norm k x the honest norm there (``norm_ref=lambda``)."""
-    from fl_mdisc.attack import grads_norm, lambda_update_grad
-    from fl_mdisc.data import to_float
-
-    cfg = runtime.config(cfg_json)
-    p = runtime.plan(cfg_json)
-    dev = runtime.device(cfg)
-    model = load_model(cfg, start_path, start_sha, dev)
-    val_idx, trig_idx, _ = p.attacker[pid]
-    xv, yv = to_float(p.ds.x_train[val_idx]).to(dev), torch.as_tensor(p.ds.y_train[val_idx]).to(dev)
-    xt, yt = to_float(p.ds.x_train[trig_idx]).to(dev), torch.as_tensor(p.ds.y_train[trig_idx]).to(dev)
-    unit = grads_norm(lambda_update_grad(model, xt, yt, xv, yv, 1.0))
-    ref = start_reference_norm(cfg_json, pid, start_path, start_sha)
-    return float(cfg.attack.norm_multiple) * ref / unit if unit > 0 else 0.0
 
 
 @functools.lru_cache(maxsize=8)

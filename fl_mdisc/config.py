@@ -260,7 +260,6 @@ ENUMS = (
     (_always, "device", ("auto", "cpu", "cuda"), ""),
     (_always, "deployment.clientapp", ("warm", "subprocess"), " (how a SuperNode starts its ClientApp processes)"),
     (_when("attack", "accumulative", "stream_poison"), "attack.md_form", ("paper", "input"), ""),
-    (_when("attack", *LAMBDA_ATTACKS), "attack.norm_ref", ("start", "round", "lambda"), ""),
     (_when("defense", "dsc"), "defense.measure", ("kl", "js"), ""),
     (_when("strategy", "gc", "dgc"), "strategy.norm", ("l2", "linf"), ""),
     (_when("strategy", "dgc"), "strategy.gate", ("history", "paper"), " (paper: strategy=dgc_paper)"),

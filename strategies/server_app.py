@@ -333,7 +333,7 @@ class RoundLoop:
 
 
 # what the attackers report about themselves (logged per round; the server never acts on it)
-ATTACK_LOG_KEYS = ("attack-norm", "attack-ref-norm", "attack-lam", "attack-val-drop", "attack-paused", "attack-scale",
+ATTACK_LOG_KEYS = ("attack-norm", "attack-ref-norm", "attack-val-drop", "attack-paused", "attack-scale",
                    "attack-md-est", "attack-md-budget", "attack-md-ref")
 
 
