@@ -160,6 +160,43 @@ def md_aware_table(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+PIPE = "\\|"
+KEY_LINE = re.compile(r"^(?P<ind> *)(?P<key>[\w.@-]+):(?: +(?P<val>[^#]*?))?(?: +# ?(?P<doc>.*))? *$")
+
+
+def yaml_keys(text: str) -> list[tuple[str, str, str]]:
+    """(dotted key, default as written, its inline comment) for every key of a YAML file, in file order; a flow list
+    continued on the next lines is joined; ``defaults`` (Hydra's list) and comment-only lines are skipped."""
+    rows: list[list[str]] = []
+    stack: list[tuple[int, str]] = []
+    for line in text.splitlines():
+        if rows and rows[-1][1].count("[") > rows[-1][1].count("]"):  # inside a flow list
+            part, _, doc = line.partition(" #")
+            rows[-1][1] += " " + part.strip()
+            rows[-1][2] = rows[-1][2] or doc.strip()
+            continue
+        m = KEY_LINE.match(line)
+        if not m or line.lstrip().startswith("#") or line.lstrip().startswith("- "):
+            continue
+        ind = len(m["ind"])
+        while stack and stack[-1][0] >= ind:
+            stack.pop()
+        key = ".".join([k for _, k in stack] + [m["key"]])
+        stack.append((ind, m["key"]))
+        if key.split(".")[0] != "defaults":
+            rows.append([key, (m["val"] or "").strip(), (m["doc"] or "").strip()])
+    return [(k, v, d) for k, v, d in rows]
+
+
+def config_table(root: Path, rel: str) -> str:
+    """One config file's keys as a Markdown table (a key holding others shows no default)."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for key, val, doc in yaml_keys((root / rel).read_text()):
+        cell, doc = (f"`{val}`" if val else "").replace("|", PIPE), doc.replace("|", PIPE)
+        lines.append(f"| `{key}` | {cell} | {doc} |")
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "md-aware-poison": md_aware_table,
     "bench-head": bench_head,
@@ -184,13 +221,15 @@ def block(name: str, root: Path) -> str:
     if name.startswith("table:"):
         _, path, n = name.split(":")
         return md_tables(root / path)[int(n)]
+    if name.startswith("config:"):
+        return config_table(root, name.split(":", 1)[1])
     return BLOCKS[name](root)
 
 
 def render(text: str, root: Path) -> str:
     def one(m: re.Match) -> str:
         name = m.group("name")
-        if name not in BLOCKS and not name.startswith("table:"):
+        if name not in BLOCKS and not name.startswith(("table:", "config:")):
             raise KeyError(f"unknown generated block {name!r}; known: {sorted(BLOCKS)}")
         return m.group(1) + block(name, root) + m.group(4)
 

@@ -57,3 +57,31 @@ def test_anchors_point_at_headings_that_exist():
             if anchor not in heads:
                 broken.append(f"{page.relative_to(ROOT)} -> {target}#{anchor}")
     assert not broken, broken
+
+
+def _leaves(d, pre=""):
+    for k, v in (d or {}).items():
+        if isinstance(v, dict) and v:
+            yield from _leaves(v, f"{pre}{k}.")
+        elif k != "defaults":
+            yield pre + str(k)
+
+
+def test_the_configuration_page_covers_every_file_and_key_of_conf():
+    import yaml
+
+    from app.docs import yaml_keys
+
+    page = (ROOT / "docs/config.md").read_text()
+    for f in sorted((ROOT / "conf").rglob("*.yaml")):
+        rel = f.relative_to(ROOT).as_posix()
+        assert f"<!-- generated:config:{rel} -->" in page, f"docs/config.md has no block for {rel}"
+        parsed = {k for k, _, _ in yaml_keys(f.read_text())}
+        assert set(_leaves(yaml.safe_load(f.read_text()))) <= parsed, rel  # the page misses no key
+
+
+def test_yaml_keys_reads_nesting_comments_and_flow_lists():
+    from app.docs import yaml_keys
+
+    text = "defaults:\n  - a: b\nx: 1  # one\ny:\n  z: [p,\n      q]   # z's\n  w: 'u'\n"
+    assert yaml_keys(text) == [("x", "1", "one"), ("y", "", ""), ("y.z", "[p, q]", "z's"), ("y.w", "'u'", "")]
