@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fl_mdisc.errors import ConfigError
-from .report import label, save_figure
+from .report import command_line, label, save_figure
 
 
 def _budget_name(b) -> str:
@@ -137,7 +137,7 @@ def adaptive(overrides: list[str], quiet: bool = True) -> dict:
     from fl_mdisc.config import compose
     from .tables import _get, load_run, pop_list, run_cells
 
-    command = "fl-mdisc adaptive " + " ".join(overrides)
+    command = command_line("adaptive", overrides)
     seeds, overrides = pop_list(overrides, "seeds", [0])
     strategies, overrides = pop_list(overrides, "strategies", ["st", "gc", "dgc", "multikrum"])
     raw, overrides = pop_list(overrides, "budgets", ["unaware", "2", "1", "0.5"])

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from fl_mdisc.errors import ConfigError
-from .report import label, report_steps, save_figure
+from .report import command_line, label, report_steps, save_figure
 
 
 def grid_settings(base) -> dict[str, list[str]]:
@@ -351,7 +351,7 @@ def grid(overrides: list[str], quiet: bool = True) -> dict:
     complete ones only (``missing=skip``), then write ``grid.{json,md,csv,png}`` (:func:`write_grid`)."""
     from .tables import load_run, run_cells
 
-    command = "fl-mdisc grid " + " ".join(overrides)
+    command = command_line("grid", overrides)
     plan = grid_cells(overrides)
     cells, out = plan["cells"], plan["out"]
     not_run = []

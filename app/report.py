@@ -35,6 +35,17 @@ STRATEGY_LABEL = {"dgc": "DGC (history)", "dgc_paper": "DGC (paper rule)", "dgc_
                   "fldetector": "FLDetector"}
 
 
+def command_line(name: str, overrides: list[str]) -> str:
+    """The sweep command as given, quoted for a POSIX shell (bash and zsh read ``'seeds=[0,1,2]'`` alike).
+
+    >>> command_line("grid", ["preset=cpu", "seeds=[0,1]"])
+    "fl-mdisc grid preset=cpu 'seeds=[0,1]'"
+    """
+    import shlex
+
+    return f"fl-mdisc {name} " + shlex.join(overrides)
+
+
 def _md_table(intro: str, header: list[str], rows: list[list]) -> list[str]:
     """A blank line, ``intro``, a blank line and a Markdown table (cells through ``str``)."""
     return (["", intro, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fl_mdisc.errors import ConfigError
-from .report import save_figure
+from .report import command_line, save_figure
 
 # The paper's Table 3 (CIFAR-10, ResNet-18, ST only; its Delta of beta 0.1 is printed "11.12", a sign slip)
 PAPER_TABLE3 = {"start": 86.3, "betas": [0.0, 0.05, 0.1, 0.2], "poison": [81.4, 80.9, 80.9, 80.3],
@@ -121,7 +121,7 @@ def table3(overrides: list[str], quiet: bool = True) -> dict:
     from fl_mdisc.config import compose
     from .tables import _get, load_run, pop_list, run_cells
 
-    command = "fl-mdisc table3 " + " ".join(overrides)
+    command = command_line("table3", overrides)
     seeds, overrides = pop_list(overrides, "seeds", [0])
     methods, overrides = pop_list(overrides, "methods", list(TABLE3_METHODS))
     betas, overrides = pop_list(overrides, "betas", PAPER_TABLE3["betas"])

@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from fl_mdisc.errors import ConfigError, FlMdiscError
-from .report import (aggregate_cells, detection, paper_table13, plot_md_hist, plot_table13, read_jsonl,
+from .report import (aggregate_cells, command_line, detection, paper_table13, plot_md_hist, plot_table13, read_jsonl,
                      report_steps, write_table13)
 
 SCENARIO_ATTACK = {"clean": "none"}
@@ -303,7 +303,7 @@ def default_table13_rounds(cfg) -> int:
 def table13(overrides: list[str], quiet: bool = True) -> dict:
     from fl_mdisc.config import compose
 
-    command = "fl-mdisc table13 " + " ".join(overrides)  # every argument, as given
+    command = command_line("table13", overrides)
     seeds, overrides = pop_list(overrides, "seeds", [0])
     # the paper's DGC row is the paper rule (P_t = mu + tau * t); the history gate (strategy "dgc") can be added for
     # the federated protocol (the harness has one participant a round, no cohort to judge against)
@@ -372,7 +372,7 @@ def table1(overrides: list[str], quiet: bool = True) -> dict:
     default) writes into ``out_dir`` itself."""
     from fl_mdisc.config import compose
 
-    command = "fl-mdisc table1 " + " ".join(overrides)  # every argument, as given
+    command = command_line("table1", overrides)
     seeds, overrides = pop_list(overrides, "seeds", [0])
     methods, overrides = pop_list(overrides, "methods", list(TABLE1_METHODS))
     scenarios, overrides = pop_list(overrides, "scenarios", ["clean", "poisoned"])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = sorted(f"{p.parent.name}.{p.stem}" for d in ("fl_mdisc", "strategies")
+MODULES = sorted(f"{p.parent.name}.{p.stem}" for d in ("fl_mdisc", "strategies", "app")
                  for p in (ROOT / d).glob("*.py") if ">>> " in p.read_text())
 
 
