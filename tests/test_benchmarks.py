@@ -51,6 +51,13 @@ def test_history_gate_design(tmp_path):
     assert "ewma" in (tmp_path / "g.md").read_text()
 
 
+def test_history_signals(tmp_path):
+    obs = _cells(tmp_path, "docs/results/design-obs", ["iid-n5-poisoned-dgc-s100", "iid-n5-clean-dgc-s100"])
+    _run(BENCH / "history_signals.py", obs, "--markdown", tmp_path / "h.md")
+    row = next(x for x in (tmp_path / "h.md").read_text().splitlines() if x.startswith("| iid-n5-poisoned-dgc-s100"))
+    assert row.count(" / ") == 3 and "clean" not in (tmp_path / "h.md").read_text()  # poisoned cells only
+
+
 def test_compare_cells():
     out = _run(BENCH / "compare_cells.py", "docs/results/grid-history/cells", "docs/results/grid-history/cells",
                "--glob", "iid-n5-*-dgc-s0")
