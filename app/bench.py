@@ -33,6 +33,16 @@ def _time(fn):
     return time.perf_counter() - t
 
 
+def correction_settings(cfg):
+    """What the bench's DSC and AT timings use: the run's defence when it is one of them (``defense=dsc
+    defense.eps=0.1``), else DSC's own defaults (``conf/defense/dsc.yaml``, the paper's), one source for both."""
+    from omegaconf import OmegaConf
+
+    from fl_mdisc.config import conf_dir
+
+    return cfg.defense if cfg.defense.name in ("dsc", "at") else OmegaConf.load(conf_dir() / "defense" / "dsc.yaml")
+
+
 def micro(cfg, entry, repeats: int = 20) -> dict:
     """DSC/AT vs ST per batch (clean and poisoned), and the attacker's and an honest client's cost."""
     from fl_mdisc.attack import craft_poison, craft_trigger, second_order_term
@@ -51,7 +61,7 @@ def micro(cfg, entry, repeats: int = 20) -> dict:
     theta = get_params(model)
     est = estimate_dsc_threshold(cfg, entry, log=lambda m: None)
     P = threshold(est["mu"], est["tau"], 0)
-    d = cfg.defense_bench
+    d = correction_settings(cfg)
     pid = 0
     batches = []
     for m in range(repeats):

@@ -197,7 +197,19 @@ def config_table(root: Path, rel: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def config_count(root: Path) -> str:
+    """How many keys the files under ``conf/`` hold (a preset's or option's key counted once per name)."""
+    files = sorted((root / "conf").rglob("*.yaml"))
+    keys = set()
+    for f in files:
+        group = f.parent.relative_to(root / "conf").as_posix()
+        prefix = "" if group in (".", "preset") else group + "."
+        keys |= {prefix + k for k, val, _ in yaml_keys(f.read_text()) if val}
+    return f"`conf/` holds {len(keys)} settable keys (dotted names with a value) in {len(files)} files.\n"
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
+    "config-count": config_count,
     "md-aware-poison": md_aware_table,
     "bench-head": bench_head,
     "bench-deployment": bench_deployment,

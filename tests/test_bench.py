@@ -30,3 +30,13 @@ def test_bench_markdown_lists_every_measure():
                 "wait before its client works", "attacker's own work", "after its last reply"):
         assert key in md
     assert "15.7" in md  # the paper's DSC/ST ratio beside ours
+
+
+def test_correction_settings_are_the_runs_defence_or_dscs_own_defaults():
+    from omegaconf import OmegaConf
+
+    from app.bench import correction_settings
+    from fl_mdisc.config import compose, conf_dir
+
+    assert correction_settings(compose([])) == OmegaConf.load(conf_dir() / "defense" / "dsc.yaml")  # defense=none
+    assert correction_settings(compose(["defense=at", "defense.eps=0.1"])).eps == 0.1
