@@ -256,7 +256,27 @@ def reproduce_table(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+QUICKSTART = "docs/results/quickstart"
+
+
+def elapsed_minutes(path: Path) -> float:
+    """The wall time that GNU time's ``-v`` report in ``path`` gives ("Elapsed (wall clock) time"), in minutes."""
+    m = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", path.read_text())
+    parts = [float(x) for x in m.group(1).split(":")]
+    return sum(v * 60 ** i for i, v in enumerate(reversed(parts))) / 60
+
+
+def quickstart_times(root: Path) -> str:
+    """How long ``make run`` (cold: empty cache; warm: its second run) and ``make test`` took here."""
+    d = root / QUICKSTART
+    cold, warm, test = (elapsed_minutes(d / f) for f in ("run-cold.txt", "run-warm.txt", "test.txt"))
+    return (f"On this 2-core machine `make run` took {cold:.0f} min cold (empty cache: the burn-in and the "
+            f"calibrations first) and {warm:.0f} min warm, and `make test` {test:.0f} min "
+            f"([{QUICKSTART}]({QUICKSTART}/README.md)).\n")
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
+    "quickstart-times": quickstart_times,
     "reproduce": reproduce_table,
     "config-count": config_count,
     "md-aware-poison": md_aware_table,
