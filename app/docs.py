@@ -270,8 +270,8 @@ def quickstart_times(root: Path) -> str:
     """How long ``make run`` (cold: empty cache; warm: its second run) and ``make test`` took here."""
     d = root / QUICKSTART
     cold, warm, test = (elapsed_minutes(d / f) for f in ("run-cold.txt", "run-warm.txt", "test.txt"))
-    return (f"On this 2-core machine `make run` took {cold:.0f} min cold (empty cache: the burn-in and the "
-            f"calibrations first) and {warm:.0f} min warm, and `make test` {test:.0f} min "
+    return (f"On this 2-core machine `make run` took {cold:.1f} min cold (empty cache: the burn-in and the "
+            f"calibrations first) and {warm:.1f} min warm, and `make test` {test:.1f} min "
             f"([{QUICKSTART}]({QUICKSTART}/README.md)).\n")
 
 
