@@ -224,6 +224,7 @@ REPRODUCE = (  # paper artefact, command (as its result folder's README gives it
     ("Zhu et al., Table 1 on SVHN and CIFAR-100 (not run here: no copy of the data)",
      "fl-mdisc table1 preset=cpu 'datasets=[svhn,cifar100]' 'seeds=[0,1,2]' num_rounds=30", None,
      "docs/usage.md#datasets"),
+    # the page shows table3/ (no cells kept); table3-m2/ is the same command on this machine, with its cells
     ("Zhu et al., Table 3 (MD-aware attacker vs DSC)", "fl-mdisc table3 preset=cpu 'seeds=[0,1,2]'", "table3-m2",
      "docs/experiments/table3.md"),
     ("DGC across federations (our question)", "fl-mdisc grid preset=cpu 'seeds=[0,1,2]' sweep.parallel=2",
@@ -250,8 +251,8 @@ def reproduce_table(root: Path) -> str:
         lanes = int(re.search(r"sweep\.parallel=(\d+)", cmd).group(1)) if "sweep.parallel=" in cmd else 1
         name = page.split("/")[-1].split("#")[0] if "#" not in page else "datasets"
         time_ = cells_time(root, folder, lanes)
-        if folder == "grid-history":  # the grid is partial: its time is that of the cells run so far
-            time_ += ", the cells run so far"
+        if folder == "grid-history":  # partial, and a few of its sweeps ran in one lane: an estimate
+            time_ += ", the cells run so far (most ran 2 lanes)"
         lines.append(f"| {what} | `{cmd}` | {time_} | [{name}]({page}) |")
     return "\n".join(lines) + "\n"
 
