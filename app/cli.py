@@ -102,7 +102,7 @@ def cmd_docs(args) -> int:
 
     stale = docs(project_dir(), check=args.check)
     verb = "differ from their result files" if args.check else "regenerated"
-    print(f"fl-mdisc docs: {len(stale)} page(s) {verb}" + (": " + ", ".join(stale) if stale else ""))
+    print(f"fl-mdisc docs: {len(stale)} page(s)/figure(s) {verb}" + (": " + ", ".join(stale) if stale else ""))
     return 1 if args.check and stale else 0
 
 
@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("overrides", nargs="*", help="hydra overrides plus " + extra)
         p.add_argument("--stream", action="store_true", help="stream each simulation's log")
         p.set_defaults(fn=_sweep(module, func))
-    p = sub.add_parser("docs", help="regenerate the generated tables of README.md and docs/ from docs/results/")
-    p.add_argument("--check", action="store_true", help="change nothing; exit 1 when a page differs")
+    p = sub.add_parser("docs", help="regenerate the generated tables and figures of README.md and docs/ from docs/results/")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 when a page or figure differs")
     p.set_defaults(fn=cmd_docs)
     p = sub.add_parser("bench", help="cost of DSC/AT/DGC and of the Flower/Ray layer (bench.json, bench.md)")
     p.add_argument("overrides", nargs="*")

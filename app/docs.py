@@ -1,10 +1,13 @@
-"""``fl-mdisc docs``: regenerate every generated block of README.md and docs/ from the committed result files.
+"""``fl-mdisc docs``: regenerate every generated block and figure of README.md and docs/ from the committed result
+files.
 
 A generated block sits between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->``; :data:`BLOCKS` maps NAME
 to a function of the repository root that returns its Markdown, read from files under ``docs/results/`` (no cell is
-run), and ``table:<path>:<n>`` is the n-th table of a result page that a sweep command wrote. ``fl-mdisc docs`` rewrites the blocks in place; ``fl-mdisc docs --check`` changes nothing and exits 1 when a
-committed page differs from what the files give (tests/test_docs.py runs it), so a number in a page is always the
-number in its result folder.
+run), and ``table:<path>:<n>`` is the n-th table of a result page that a sweep command wrote. :data:`FIGURES` maps
+every committed figure to the function that redraws it from the report file beside it. ``fl-mdisc docs`` rewrites
+blocks and figures in place; ``fl-mdisc docs --check`` changes nothing and exits 1 when a committed page or figure
+differs from what the files give (tests/test_docs.py runs it), so a number in a page is always the number in its
+result folder.
 """
 
 from __future__ import annotations
@@ -294,6 +297,118 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
 }
 
 
+def _load_benchmark(root: Path, name: str):
+    """A module of ``benchmarks/`` (not a package) by file path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", root / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _renamed(obj, rename: dict[str, str]):
+    """A report with its strategy names (``strategy`` values, ``strategies`` lists) renamed: for results recorded
+    before a rename (their READMEs say which)."""
+    if isinstance(obj, list):
+        return [_renamed(x, rename) for x in obj]
+    if not isinstance(obj, dict):
+        return obj
+    return {k: rename.get(v, v) if k == "strategy" and isinstance(v, str)
+            else [rename.get(x, x) for x in v] if k == "strategies" and isinstance(v, list)
+            else _renamed(v, rename) for k, v in obj.items()}
+
+
+# Results recorded before issue 26: `dgc` was the paper rule and Multi-Krum was told the true f.
+BEFORE_26 = {"dgc": "dgc_paper", "multikrum": "multikrum@f"}
+
+
+def _from_json(src: str, plot: str, rename: dict[str, str] | None = None) -> Callable[[Path, Path], None]:
+    """A figure drawn by ``app.<module>.<function>(doc, path)`` from a committed report file."""
+    def draw(root: Path, path: Path) -> None:
+        import importlib
+
+        module, fn = plot.rsplit(".", 1)
+        getattr(importlib.import_module(module), fn)(_renamed(_json(root, src), rename or {}), path)
+    return draw
+
+
+def _md_stream(root: Path, path: Path) -> None:
+    from .report import plot_md_stream, read_jsonl
+
+    cells = sorted((root / "docs/results/table1/cells").glob("online-poisoned-st-s*"))
+    plot_md_stream([{"rounds": read_jsonl(c / "rounds.jsonl")} for c in cells], path)
+
+
+def _reference(root: Path, path: Path) -> None:
+    """``benchmarks/reference_table.py``'s figure, from the grids its recorded command names."""
+    ref = _load_benchmark(root, "reference_table")
+    page = (root / "docs/results/reference-seeds012/reference.md").read_text()
+    cmd = re.search(r"Command: `benchmarks/reference_table.py (.*)`", page)
+    grids = [(root / d, suffix) for d, _, suffix in (a.partition(":") for a in cmd.group(1).split()[1:])]
+    cells, settings, strategies, scenarios = ref.merge(grids)
+    cells = {(s, BEFORE_26.get(st, st)): v for (s, st), v in cells.items()}
+    ref.figure(cells, settings, [BEFORE_26.get(st, st) for st in strategies], scenarios, path)
+
+
+# Every committed figure (README.md and docs/ show each), and how `fl-mdisc docs` redraws it from the committed
+# report files beside it; the sweeps draw more figures, which are not committed.
+FIGURES: dict[str, Callable[[Path, Path], None]] = {
+    "docs/results/table13-federated/table13.png": _from_json("docs/results/table13-federated/table13.json",
+                                                             "app.report.plot_table13", BEFORE_26),
+    "docs/results/table13-harness-linf/table13.png": _from_json("docs/results/table13-harness-linf/table13.json",
+                                                                "app.report.plot_table13"),
+    "docs/results/table1/md_stream.png": _md_stream,
+    "docs/results/table3/table3.png": _from_json("docs/results/table3/table3.json", "app.table3.plot_table3"),
+    "docs/results/table3-m2-input/table3.png": _from_json("docs/results/table3-m2-input/table3.json",
+                                                          "app.table3.plot_table3"),
+    "docs/results/adaptive-m2/adaptive.png": _from_json("docs/results/adaptive-m2/adaptive.json",
+                                                        "app.adaptive_sweep.plot_adaptive", BEFORE_26),
+    "docs/results/grid-history/grid.png": _from_json("docs/results/grid-history/grid.json", "app.grid.plot_grid"),
+    "docs/results/reference-seeds012/reference.png": _reference,
+    **{f"docs/results/calibration/seed{s}/calibration.png": _from_json(
+        f"docs/results/calibration/seed{s}/calibration_fit.json", "app.report.plot_calibration") for s in (0, 1)},
+    **{f"docs/results/{d}/grid.png": _from_json(f"docs/results/{d}/grid.json", "app.grid.plot_grid", BEFORE_26)
+       for d in ("grid-seed0", "grid-seeds01", "grid-seeds012")},  # the history page
+    "docs/results/adaptive/adaptive.png": _from_json("docs/results/adaptive/adaptive.json",
+                                                     "app.adaptive_sweep.plot_adaptive", BEFORE_26),
+}
+
+
+def same_image(a: Path, b: Path) -> bool:
+    """Same pixels; across matplotlib versions (the PNG's ``Software`` text) anti-aliasing may differ, so then a
+    mean absolute difference under 0.5 % of the range is accepted."""
+    import numpy as np
+    from matplotlib.image import imread
+    from PIL import Image
+
+    x, y = imread(a), imread(b)
+    if x.shape != y.shape:
+        return False
+    if np.array_equal(x, y):
+        return True
+    return Image.open(a).text.get("Software") != Image.open(b).text.get("Software") and float(np.abs(x - y).mean()) < 5e-3
+
+
+def figures(root: Path, check: bool = False) -> list[str]:
+    """Redraw (or, with ``check``, compare) every figure of :data:`FIGURES`; returns those that differed. A figure
+    whose pixels are unchanged is not rewritten."""
+    import tempfile
+
+    stale = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rel, draw in FIGURES.items():
+            new = Path(tmp) / rel.replace("/", "_")
+            draw(root, new)
+            path = root / rel
+            if path.exists() and same_image(path, new):
+                continue
+            stale.append(rel)
+            if not check:
+                path.write_bytes(new.read_bytes())
+    return stale
+
+
 def pages(root: Path) -> list[Path]:
     return sorted({p for pattern in PAGES for p in root.glob(pattern)})
 
@@ -319,8 +434,8 @@ def render(text: str, root: Path) -> str:
 
 
 def docs(root: Path, check: bool = False) -> list[str]:
-    """Regenerate (or, with ``check``, compare) every page; returns the pages that differed."""
-    stale = []
+    """Regenerate (or, with ``check``, compare) every page and figure; returns those that differed."""
+    stale = figures(root, check)
     for page in pages(root):
         text = page.read_text()
         new = render(text, root)

@@ -252,30 +252,43 @@ def paper_table13() -> dict:
                       for c in PAPER_TABLE13["cells"]]}
 
 
-def plot_table13(runs: list[dict], path: Path, title: str) -> None:
+PAPER_NAME = {"dgc_paper": "dgc", "gc_linf": "gc", "dgc_linf": "dgc"}  # our strategy -> its Table 13 row
+
+
+def plot_table13(doc: dict, path: Path) -> None:
+    """Table 13 drawn from its report (``table13.json``): per scenario, each strategy's mean ± std over seeds at the
+    reported steps (solid), and the paper's values at its own steps (dashed, same colour), both at evaluation k of
+    the table."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scenarios = [s for s in ("clean", "poisoned") if any(r["scenario"] == s for r in runs)]
+    scenarios = [s for s in ("clean", "poisoned") if any(c["scenario"] == s for c in doc["cells"])]
+    x = np.arange(len(doc["steps"]))
+    paired = len(doc["paper"]["steps"]) == len(x)  # the paper's k-th evaluation beside ours
     fig, axes = plt.subplots(1, max(1, len(scenarios)), figsize=(6 * max(1, len(scenarios)), 4), squeeze=False)
     for ax, scen in zip(axes[0], scenarios):
-        strategies = sorted({r["strategy"] for r in runs if r["scenario"] == scen},
-                            key=lambda s: STRATEGY_ORDER.index(s) if s in STRATEGY_ORDER else 9)
-        for strat in strategies:
-            rs = [r for r in runs if r["scenario"] == scen and r["strategy"] == strat]
-            rounds = sorted({m["round"] for r in rs for m in r["metrics"] if m.get("phase") != "trigger"})
-            mat = np.array([accuracy_at(r["metrics"], rounds) for r in rs], dtype=float)
-            mean, std = np.nanmean(mat, 0), np.nanstd(mat, 0)
-            ax.plot(rounds, mean, label=label(strat))
-            ax.fill_between(rounds, mean - std, mean + std, alpha=0.2)
-        ax.set_title(f"{scen}")
-        ax.set_xlabel("round (step)")
+        rows = sorted(((c["strategy"], c) for c in doc["cells"] if c["scenario"] == scen),
+                      key=lambda nc: STRATEGY_ORDER.index(nc[0]) if nc[0] in STRATEGY_ORDER else 9)
+        drawn: set[str] = set()
+        for i, (name, c) in enumerate(rows):
+            mean = np.asarray(c["accuracy_mean"], dtype=float)
+            std = np.asarray(c["accuracy_std"], dtype=float)
+            ax.plot(x, mean, color=f"C{i}", marker="o", label=label(name))
+            ax.fill_between(x, mean - std, mean + std, color=f"C{i}", alpha=0.2)
+            paper = next((p for p in doc["paper"]["cells"]
+                          if p["scenario"] == scen and p["strategy"] == PAPER_NAME.get(name, name)), None)
+            if paired and paper is not None and paper["strategy"] not in drawn:
+                drawn.add(paper["strategy"])
+                ax.plot(x, paper["accuracy_mean"], color=f"C{i}", ls="--", marker="x", alpha=0.8)
+        ax.set_xticks(x, [f"{a}\n({b})" for a, b in zip(doc["steps"], doc["paper"]["steps"])] if paired else doc["steps"])
+        ax.set_title(f"{scen} (dashed: the paper's Table 13)")
+        ax.set_xlabel("round here (the paper's step)")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend()
-    save_figure(fig, path, title)
+        ax.legend(fontsize=8)
+    save_figure(fig, path, f"Table 13 ({doc['protocol']}, preset {doc['preset']}, seeds {doc['seeds']})")
 
 
 def plot_md_hist(runs: list[dict], path: Path) -> None:

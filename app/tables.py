@@ -353,7 +353,7 @@ def table13(overrides: list[str], quiet: bool = True) -> dict:
            "detection": detection(det_runs), "calibration": calibration_rows(det_runs),
            "command": command}
     write_table13(doc, out)
-    plot_table13(runs, out / "table13.png", f"Table 13 ({protocol}, preset {base.preset_name}, seeds {[int(s) for s in seeds]})")
+    plot_table13(doc, out / "table13.png")
     plot_md_hist(det_runs, out / "md_hist.png")
     print((out / "table13.md").read_text())
     print(f"fl-mdisc: table13 written to {out}")

@@ -85,3 +85,38 @@ def test_yaml_keys_reads_nesting_comments_and_flow_lists():
 
     text = "defaults:\n  - a: b\nx: 1  # one\ny:\n  z: [p,\n      q]   # z's\n  w: 'u'\n"
     assert yaml_keys(text) == [("x", "1", "one"), ("y", "", ""), ("y.z", "[p, q]", "z's"), ("y.w", "'u'", "")]
+
+
+def test_every_committed_figure_is_redrawn_and_shown():
+    """A committed PNG (outside cells) is one `fl-mdisc docs` redraws (the check above compares its pixels), and a
+    page shows it."""
+    import re
+
+    from app.docs import FIGURES
+
+    committed = {str(p.relative_to(ROOT)) for p in (ROOT / "docs/results").rglob("*.png") if "cells" not in p.parts}
+    assert committed == set(FIGURES), f"not redrawn: {committed - set(FIGURES)}; missing: {set(FIGURES) - committed}"
+    shown = set()
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "docs/experiments").glob("*.md"))]:
+        for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+\.png)\)", page.read_text()):
+            shown.add(str((page.parent / target).resolve().relative_to(ROOT)))
+    assert set(FIGURES) <= shown, f"committed but shown by no page: {set(FIGURES) - shown}"
+
+
+def test_a_changed_figure_is_found(tmp_path):
+    """same_image: identical pixels pass, a drawn difference fails."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from app.docs import same_image
+
+    paths = []
+    for i, y in enumerate(([1, 2, 3], [1, 2, 3], [1, 2.5, 3])):
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.plot(y)
+        fig.savefig(tmp_path / f"{i}.png", dpi=50)
+        plt.close(fig)
+        paths.append(tmp_path / f"{i}.png")
+    assert same_image(paths[0], paths[1]) and not same_image(paths[0], paths[2])

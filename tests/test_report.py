@@ -77,7 +77,7 @@ def test_table13_files_have_the_documented_shape(tmp_path):
     md = (tmp_path / "table13.md").read_text()
     assert "| poisoned | DGC |" in md and "Paper" in md
     assert (tmp_path / "table13.csv").read_text().count("\n") == 13
-    plot_table13(runs, tmp_path / "t.png", "t")
+    plot_table13(data, tmp_path / "t.png")
     assert (tmp_path / "t.png").stat().st_size > 1000
 
 
