@@ -118,7 +118,7 @@ def plot_adaptive(doc: dict, path: Path) -> None:
     a1.set_title("Damage per budget")
     a1.grid(alpha=0.3)
     a1.legend(fontsize=8)
-    name = next((s for s in doc["strategies"] if s.startswith("dgc")), "dgc")
+    name = next((r["strategy"] for r in doc["rows"] if r["strategy"].startswith("dgc")), "dgc")
     dgc = [next((r for r in doc["rows"] if r["budget"] == b and r["strategy"] == name), None) for b in budgets]
     a2.plot(x, [np.nan if r is None or r["recall"][0] is None else r["recall"][0] for r in dgc], "o-",
             label=f"{label(name)} recall")

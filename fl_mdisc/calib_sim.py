@@ -17,7 +17,7 @@ Delta_k on the server's probe set and MD(theta_t), i.e. DGC's statistic s_k = MD
 Realistic federations. The simulation follows the protocol the server announced: with K of N clients per round,
 K_h honest clients take part each round (K, or K - round(K f / N) with ``assume.f = f``; drawn like the real sample,
 :func:`fl_mdisc.sampling.sample_round`). With non-IID data (``fed.partition``) the simulation draws its K_h per round
-from a population of at least ``strategy.calib_population`` (100) simulated clients whose label proportions and
+from a population of at least :data:`SIMULATED_POPULATION` (100) simulated clients whose label proportions and
 partition sizes come from the real partitioner's law (:func:`label_skew`: the same flwr-datasets partitioner, N, alpha
 and minimum size on a balanced stand-in pool); each simulated client's batches (size min(B, its partition size)) are
 drawn from the server's calibration set with its label proportions. The server knows the law, not the clients' data.
@@ -84,14 +84,17 @@ def honest_per_round(cfg) -> int:
     return max(1, min(n_honest(cfg), k - int(round(k * f / n))))
 
 
+SIMULATED_POPULATION = 100  # non-IID: simulated honest clients drawn from the partitioner's law, at least
+
+
 def simulated_population(cfg) -> int:
     """How many distinct honest clients the simulation draws from: the real N - f, but at least
-    ``strategy.calib_population`` under non-IID data, where the honest statistic varies mostly *between* clients
+    :data:`SIMULATED_POPULATION` under non-IID data, where the honest statistic varies mostly *between* clients
     (a handful of simulated clients would not show the spread of the real ones; docs/history.md)."""
     nh = n_honest(cfg)
     if str(cfg.fed.partition) == "iid":
         return nh
-    return max(nh, int(cfg.strategy.calib_population))
+    return max(nh, SIMULATED_POPULATION)
 
 
 def label_skew(cfg, n_clients: int, seed: int, n_train: int) -> tuple[np.ndarray, np.ndarray] | None:

@@ -16,7 +16,7 @@ The rule. The server simulates a clean federation from theta_start with what it 
 
 Cache: ``<burn-in dir>/calibration-<key>.json``; the key holds every input that changes the result (the
 burn-in checkpoints' SHA-256, split, protocol, statistic, probe size, alpha, R_c).
-Explicit ``strategy.clip_norm`` / ``strategy.mu`` + ``strategy.tau`` (or ``calib.*``) override the rule.
+Explicit ``strategy.clip_norm`` / ``strategy.mu`` + ``strategy.tau`` override the rule.
 
 The fitted threshold serves DGC's paper rule (``strategy.gate=paper``, Table 13); the default history gate
 (:mod:`fl_mdisc.history`) needs no threshold, only C. Under non-IID data a threshold fitted on the simulated

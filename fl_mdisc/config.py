@@ -43,6 +43,20 @@ def _group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
 
 
+# Keys retired by issue 27 (CHANGELOG.md): an override of one names what replaces it, before hydra's own error.
+RETIRED_KEYS = {
+    "fed.malicious_fraction": "set fed.num_malicious (the attackers' count) instead",
+    "calib.clip_norm": "set strategy.clip_norm instead", "calib.mu": "set strategy.mu instead",
+    "calib.tau": "set strategy.tau instead", "harness.mu": "set strategy.mu instead",
+    "harness.tau": "set strategy.tau instead",
+    "strategy.calib_population": "it is fixed (fl_mdisc/calib_sim.py SIMULATED_POPULATION)",
+    "attack.norm_ref": "the attacker's reference norm is the one it measures at theta_start",
+    "strategy.statistic": "DGC always judges the increase MD_k - MD(theta_t)",
+    "strategy.hist": "theta_hist is the stored global historical model", "strategy.hist_lag": "see strategy.hist",
+    "strategy.md_source": "the server measures MD on its own probe set",
+}
+
+
 def compose(overrides: list[str] | None = None) -> DictConfig:
     """Compose conf/config.yaml with hydra overrides, then validate it."""
     from hydra import compose as hydra_compose
@@ -55,6 +69,8 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
     fixed = []
     for ov in overrides:
         key = ov.split("=", 1)[0].lstrip("+~")
+        if key in RETIRED_KEYS:
+            raise ConfigError(f"{key} is retired: {RETIRED_KEYS[key]} (CHANGELOG.md)")
         if key in ("strategy", "attack", "defense", "dataset", "model", "preset"):
             val = (ov.split("=", 1)[1] if "=" in ov else "").strip("'\"")
             opts = _group_options(key)
@@ -87,23 +103,15 @@ def resolve_defaults(cfg: DictConfig) -> None:
     """Fill null values that default to the preset's calibrated values."""
     if cfg.protocol == "harness" and cfg.get("harness") is not None:
         cfg.fed.server_lr = cfg.harness.server_lr
-        for k in ("clip_norm", "mu", "tau", "lam", "trigger_scale", "norm_multiple", "stealth_drop"):
+        for k in ("lam", "trigger_scale", "norm_multiple", "stealth_drop"):
             if k in cfg.harness:
                 cfg.calib[k] = cfg.harness[k]
     s = cfg.strategy
     if cfg.burnin.get("seed") is None and isinstance(cfg.get("seed"), int) and not isinstance(cfg.seed, bool):
         cfg.burnin.seed = int(cfg.seed)  # a table's seed redraws the burn-in unless burnin.seed is set
     # Still null after this: computed where the run happens (fl_mdisc/calibration.py), never a fitted constant.
-    if s.name in ("gc", "dgc") and s.get("clip_norm") is None:
-        s.clip_norm = cfg.calib.get("clip_norm")
-    if s.name == "dgc":
-        if s.get("mu") is None:
-            s.mu = cfg.calib.get("mu")
-        if s.get("tau") is None:
-            s.tau = cfg.calib.get("tau")
-    if cfg.fed.get("malicious_fraction") is not None and not isinstance(cfg.fed.malicious_fraction, bool) \
-            and isinstance(cfg.fed.malicious_fraction, (int, float)) and isinstance(cfg.fed.num_clients, int):
-        cfg.fed.num_malicious = int(round(float(cfg.fed.malicious_fraction) * int(cfg.fed.num_clients)))
+    if cfg.protocol == "harness" and s.name in ("gc", "dgc") and s.get("clip_norm") is None:
+        s.clip_norm = cfg.harness.get("clip_norm")
     if cfg.attack.name in LAMBDA_ATTACKS and cfg.attack.get("lam") is None:
         cfg.attack.lam = cfg.calib.lam
     if cfg.attack.name in LAMBDA_ATTACKS and cfg.attack.get("norm_multiple") is None:
@@ -194,7 +202,6 @@ RANGES = (
     (_always, "fed.min_partition_size", 1, None, {INT, NONE}),
     (_always, "assume.f", 0, lambda c: int(c.fed.num_clients), {INT, NONE}),
     (_always, "fed.clients_per_round", 1, lambda c: int(c.fed.num_clients), {INT, NONE}),
-    (_always, "fed.malicious_fraction", 0, 1, {NONE}),
     (_when("strategy", "byzfl", "multikrum"), "strategy.f", 0, None, {INT, NONE}),
     (_when("attack", "stream_poison"), "attack.victims", 1, None, {INT}),
     (_when("attack", "accumulative", "stream_poison"), "attack.eps", 0, 1, {OPEN}),

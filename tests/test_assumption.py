@@ -44,7 +44,6 @@ def _raise():
 def hide_truth(cfg):
     OmegaConf.register_new_resolver("truth_read", _raise, replace=True)
     cfg.fed.num_malicious = "${truth_read:}"
-    cfg.fed.malicious_fraction = "${truth_read:}"
     with pytest.raises(Exception, match="a defence read fed.num_malicious"):  # the trap works
         _ = cfg.fed.get("num_malicious")
     return cfg

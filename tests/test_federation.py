@@ -13,6 +13,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fl_mdisc.burnin import ensure_burnin
 from fl_mdisc.config import to_json
+from fl_mdisc.errors import ConfigError
 from fl_mdisc.data import partition_pool, stream_batch
 from fl_mdisc.experiment import make_plan
 from fl_mdisc.sampling import participation_index, sample_round, trigger_participants
@@ -257,9 +258,9 @@ class TestStreamsAndAttackers:
         with pytest.raises(Exception, match="cannot give the attackers 600 images"):
             make_plan(cfg)  # 600 images carved (the tiny pool is too small for them: the clear error)
 
-    def test_malicious_fraction(self, tiny):
-        cfg = _cfg(tiny, "fed.num_clients=10", "fed.malicious_fraction=0.2", "attack=none")
-        assert cfg.fed.num_malicious == 2
+    def test_a_retired_key_names_its_replacement(self, tiny):
+        with pytest.raises(ConfigError, match="fed.malicious_fraction is retired: set fed.num_malicious"):
+            _cfg(tiny, "fed.num_clients=10", "fed.malicious_fraction=0.2", "attack=none")
 
     def test_fedavg_local_steps_client_equals_a_hand_rolled_sgd_loop(self, tiny):
         from clients.honest import batch_tensors, train_honest
