@@ -227,7 +227,6 @@ REPRODUCE = (  # paper artefact, command (as its result folder's README gives it
     ("Zhu et al., Table 1 on SVHN and CIFAR-100 (not run here: no copy of the data)",
      "fl-mdisc table1 preset=cpu 'datasets=[svhn,cifar100]' 'seeds=[0,1,2]' num_rounds=30", None,
      "docs/usage.md#datasets"),
-    # the page shows table3/ (no cells kept); table3-m2/ is the same command on this machine, with its cells
     ("Zhu et al., Table 3 (MD-aware attacker vs DSC)", "fl-mdisc table3 preset=cpu 'seeds=[0,1,2]'", "table3-m2",
      "docs/experiments/table3.md"),
     ("DGC across federations (our question)", "fl-mdisc grid preset=cpu 'seeds=[0,1,2]' sweep.parallel=2",
@@ -359,7 +358,8 @@ FIGURES: dict[str, Callable[[Path, Path], None]] = {
     "docs/results/table13-harness-linf/table13.png": _from_json("docs/results/table13-harness-linf/table13.json",
                                                                 "app.report.plot_table13"),
     "docs/results/table1/md_stream.png": _md_stream,
-    "docs/results/table3/table3.png": _from_json("docs/results/table3/table3.json", "app.table3.plot_table3"),
+    **{f"docs/results/{d}/table3.png": _from_json(f"docs/results/{d}/table3.json", "app.table3.plot_table3")
+       for d in ("table3", "table3-m2")},  # table3: the history page
     "docs/results/table3-m2-input/table3.png": _from_json("docs/results/table3-m2-input/table3.json",
                                                           "app.table3.plot_table3"),
     "docs/results/adaptive-m2/adaptive.png": _from_json("docs/results/adaptive-m2/adaptive.json",
