@@ -7,6 +7,10 @@ module)."""
 
 import ast
 import importlib
+import importlib.util
+import json
+import math
+import os
 import shutil
 import subprocess
 import sys
@@ -14,13 +18,16 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import tiny_overrides
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 PROJECT = ("fl_mdisc", "strategies", "clients", "app")
 
 
-def _run(*args, cwd=ROOT):
-    p = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300)
+def _run(*args, cwd=ROOT, env=None):
+    p = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300,
+                       env=None if env is None else {**os.environ, **env})
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     return p.stdout
 
@@ -78,6 +85,19 @@ def test_cifar_subset(tiny_data_root, tmp_path):
 
     _run(BENCH / "cifar_subset.py", tiny_data_root, tmp_path / "sub", 200, 50)
     assert len(np.load(tmp_path / "sub" / "cifar10" / "train.npz")["y"]) == 200
+
+
+def test_cuda_determinism_on_the_cpu(tmp_path):
+    _run(BENCH / "cuda_determinism.py", "--device", "cpu", "--steps", 2, "--width", 4, "--batch", 2,
+         "--modes", "det,det1", "--out", tmp_path, env={"OMP_NUM_THREADS": "1"})
+    res = json.loads((tmp_path / "cuda_determinism.json").read_text())
+    assert set(res) == {"det", "det1"}
+    for r in res.values():  # on the CPU the same maths repeats bit for bit, in one process and across two
+        assert r["device"] == "cpu" and len(r["hashes"]) == 2 and len(r["seconds_per_step"]) == 2
+        assert r["repeat_bit_identical"] and r["first_differing_step"] is None
+        assert r["max_abs_diff_between_repeats"] == 0 and all(math.isfinite(m) for m in r["md_last"])
+    table = [x for x in (tmp_path / "cuda_determinism.md").read_text().splitlines() if x.startswith("| det")]
+    assert len(table) == 2 and all(x.count("|") == 8 for x in table)
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("*.py")))
