@@ -87,6 +87,23 @@ def test_cifar_subset(tiny_data_root, tmp_path):
     assert len(np.load(tmp_path / "sub" / "cifar10" / "train.npz")["y"]) == 200
 
 
+def _env(tiny) -> dict:
+    """The tiny dataset and the session's tiny cache (where a benchmark reads no override), one torch thread (two
+    spin against each other on a loaded 2-core machine)."""
+    return {"FL_MDISC_DATA": str(tiny[0]), "FL_MDISC_CACHE": str(tiny[1]), "OMP_NUM_THREADS": "1"}
+
+
+def test_md_aware_poison(tiny, tmp_path):
+    data, cache, _ = tiny
+    out = _run(BENCH / "md_aware_poison.py", "betas=0,1", "batch=20", *tiny_overrides(data, cache, tmp_path / "o"),
+               env=_env(tiny))
+    rows = [x.split() for x in out.splitlines() if x.startswith(("paper ", "input "))]
+    assert [(r[0], float(r[1])) for r in rows] == [("paper", 0), ("paper", 1), ("input", 0), ("input", 1)]
+    mds = [float(v) for r in rows for v in r[2:]]
+    assert len(mds) == 12 and all(math.isfinite(v) and v >= 0 for v in mds)
+    assert rows[0][2:] == rows[2][2:]  # beta = 0: both forms craft the same poison
+
+
 def test_cuda_determinism_on_the_cpu(tmp_path):
     _run(BENCH / "cuda_determinism.py", "--device", "cpu", "--steps", 2, "--width", 4, "--batch", 2,
          "--modes", "det,det1", "--out", tmp_path, env={"OMP_NUM_THREADS": "1"})
