@@ -104,6 +104,21 @@ def test_md_aware_poison(tiny, tmp_path):
     assert rows[0][2:] == rows[2][2:]  # beta = 0: both forms craft the same poison
 
 
+def test_other_machine(tiny, tmp_path):
+    data, cache, _ = tiny
+    env = {**_env(tiny), "STRATS": "dgc_paper", "ATTACKS": "lambda_update", "EVAL_EVERY": "1"}
+    # C and P_t given (the calibration's simulated federation would cost most of the budget; its own tests cover it)
+    _run(BENCH / "other_machine.py", "0", 3, tmp_path / "om.json",
+         *tiny_overrides(data, cache, tmp_path / "o", "server_threads=1", "strategy.probe_size=100",
+                         "strategy.clip_norm=1.0", "strategy.mu=0.01", "strategy.tau=0"), env=env)
+    doc = json.loads((tmp_path / "om.json").read_text())
+    assert doc["rounds"] == 3 and doc["machine"]["torch"]
+    (c,) = doc["cells"]
+    assert (c["strategy"], c["attack"], len(c["accuracy"])) == ("dgc_paper", "lambda_update", 3)
+    assert 0 <= c["mean_accuracy"] <= 100 and set(c["dgc"]) == {"honest_flagged", "recall", "precision"}
+    assert 0 <= c["dgc"]["honest_flagged"] <= 1
+
+
 def test_cuda_determinism_on_the_cpu(tmp_path):
     _run(BENCH / "cuda_determinism.py", "--device", "cpu", "--steps", 2, "--width", 4, "--batch", 2,
          "--modes", "det,det1", "--out", tmp_path, env={"OMP_NUM_THREADS": "1"})
