@@ -1,9 +1,10 @@
 """Every maintained benchmark still runs against today's code.
 
-The ones that read finished cells or data files run here at toy size (a few committed cells, a tiny dataset); the
-ones that start simulations or need a GPU are too long for the suite, and are checked for what breaks them first
-when the code moves on: every name they import from the project must still exist (a retired function, a renamed
-module)."""
+Each runs here at toy size, through its own command line: a few committed cells, the tiny generated dataset of
+conftest.py, a few rounds, a width-4 model, the CPU. Two are run elsewhere or only in part: deployment_faults.py by
+tests/test_e2e_flwr.py (slow), and scale_rounds.py, whose runs are whole Flower simulations (about a minute each
+here), so its overrides are composed against today's configuration instead. Every name a benchmark imports from the
+project must still exist (a retired function, a renamed module)."""
 
 import ast
 import importlib
@@ -130,6 +131,24 @@ def test_cuda_determinism_on_the_cpu(tmp_path):
         assert r["max_abs_diff_between_repeats"] == 0 and all(math.isfinite(m) for m in r["md_last"])
     table = [x for x in (tmp_path / "cuda_determinism.md").read_text().splitlines() if x.startswith("| det")]
     assert len(table) == 2 and all(x.count("|") == 8 for x in table)
+
+
+def test_scale_rounds_overrides_compose_today():
+    """Each run of scale_rounds.py is a Flower simulation (about a minute at toy size here): what breaks it first
+    when the code moves on is an override that no longer composes (a retired or renamed key)."""
+    from fl_mdisc.config import compose
+
+    spec = importlib.util.spec_from_file_location("benchmarks_scale_rounds", BENCH / "scale_rounds.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    runs = mod.runs(20, [])
+    assert [k for k, _, _ in runs] == ["n10", "n100", "n100_again", "n1000", "n10_again"]
+    sizes = {}
+    for key, _folder, over in runs:
+        cfg = compose([*mod.FIXED, *over])
+        sizes[key] = (int(cfg.fed.num_clients), cfg.fed.clients_per_round, int(cfg.fed.num_malicious), cfg.num_rounds)
+    assert sizes == {"n10": (10, None, 1, 20), "n100": (100, 10, 10, 20), "n100_again": (100, 10, 10, 20),
+                     "n1000": (1000, 10, 100, 5), "n10_again": (10, None, 1, 20)}
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("*.py")))
