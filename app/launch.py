@@ -182,7 +182,7 @@ def _submit_and_follow(flwr: str, cmd: list[str], env: dict[str, str], cwd: str,
     # Follow the run with one long-lived `flwr log --stream` (an idle gRPC stream) and ask `flwr list` for the
     # status only when it ends. Polling `flwr list` instead costs a whole Python start-up (~1 s of CPU) per
     # call: every 2 s that took a third of a core from the clients and made each round of a 2-core sweep
-    # up to 1.7x slower (benchmarks/flwr_poll_cost.py).
+    # up to 1.7x slower (measured by benchmarks/flwr_poll_cost.py, retired; at commit ee1e392).
     first = True
     while True:
         follower = subprocess.Popen([flwr, "log", str(run_id), *connection, "--stream"], cwd=cwd, env=env,

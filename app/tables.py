@@ -184,12 +184,12 @@ def cap_threads(items: list[tuple], lane_cpus: int) -> int:
     lane's CPUs and rewrite its config file; returns how many cells changed.
 
     Lanes share the machine: two lanes each running a 2-thread attacker on 2 cores oversubscribe them, and torch's
-    OpenMP threads then spin against each other. Measured here (``.venv/bin/python benchmarks/lane_threads.py``):
-    one lambda-update attacker call takes 1.50 s with 1 thread and 0.82 s with 2 alone, but 3.4-3.6 s with 2 threads
-    when two run at once, against 1.54-1.62 s with 1 thread each. The thread count changes float rounding (CPU
+    OpenMP threads then spin against each other. Measured here (by ``benchmarks/lane_threads.py``, retired; at commit
+    ee1e392): one lambda-update attacker call takes 1.50 s with 1 thread and 0.82 s with 2 alone, but 3.4-3.6 s with 2
+    threads when two run at once, against 1.54-1.62 s with 1 thread each. The thread count changes float rounding (CPU
     kernels split their sums by thread), so the capped counts are written into the cell's ``config.yaml``: a cell's
-    numbers are a function of its recorded config, and a cell run in a parallel sweep may differ in the last bits
-    from the same cell run alone with more threads."""
+    numbers are a function of its recorded config, and a cell run in a parallel sweep may differ in the last bits from
+    the same cell run alone with more threads."""
     from omegaconf import OmegaConf
 
     changed = 0

@@ -16,6 +16,9 @@ first step where they differ, seconds per step, and the largest |difference| of 
 from ``cpu``.
 
 Usage (GPU machine): ``python benchmarks/cuda_determinism.py --steps 30 --out DIR``; needs only torch and numpy.
+``--device cpu`` runs the GPU modes on the CPU instead (``det``: :func:`pick_device`'s CPU path, which sets nothing),
+still reporting whether the repeats agree: a toy-size check without a GPU (tests/test_benchmarks.py:
+``--device cpu --steps 2 --width 4 --batch 8``).
 """
 
 from __future__ import annotations
@@ -35,8 +38,15 @@ sys.path.insert(0, str(ROOT))
 CIFAR = {"shape": [3, 32, 32], "num_classes": 10, "mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]}
 
 
-def trajectory(mode: str, steps: int, width: int, batch: int) -> dict:
+class _Keys(dict):
+    """A model config read both ways, as ``build_model`` reads an OmegaConf node (no omegaconf needed)."""
+
+    __getattr__ = dict.__getitem__
+
+
+def trajectory(mode: str, steps: int, width: int, batch: int, device: str = "cuda") -> dict:
     import warnings
+    from types import SimpleNamespace
 
     import numpy as np
     import torch
@@ -46,14 +56,11 @@ def trajectory(mode: str, steps: int, width: int, batch: int) -> dict:
     from fl_mdisc.models import build_model
     from fl_mdisc.train import local_sgd, pick_device
 
-    class Cfg:
-        device = "cuda"
-
     if mode.startswith("det"):
-        dev = pick_device(Cfg())
+        dev = pick_device(SimpleNamespace(device=device))
     elif mode.startswith("nondet"):
         torch.backends.cudnn.benchmark = True
-        dev = torch.device("cuda")
+        dev = torch.device(device)
     else:
         dev = torch.device("cpu")
         torch.set_num_threads(os.cpu_count() or 1)
@@ -73,8 +80,8 @@ def trajectory(mode: str, steps: int, width: int, batch: int) -> dict:
     seen = caught.__enter__()
     for _rep in range(reps):
         torch.manual_seed(0)
-        model = build_model({"name": "resnet18", "width": width, "channels_last": True}, CIFAR).to(dev)
-        hist = build_model({"name": "resnet18", "width": width, "channels_last": True}, CIFAR).to(dev)
+        model = build_model(_Keys(name="resnet18", width=width, channels_last=True), CIFAR).to(dev)
+        hist = build_model(_Keys(name="resnet18", width=width, channels_last=True), CIFAR).to(dev)
         hist.load_state_dict(model.state_dict())
         hist.eval()
         params = [p for p in model.parameters() if p.requires_grad]
@@ -124,28 +131,29 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--modes", default="det,nondet,cpu")
+    ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="where the det/nondet modes run")
     ap.add_argument("--out", default=".")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.child:
-        res = trajectory(a.child, a.steps, a.width, a.batch)
+        res = trajectory(a.child, a.steps, a.width, a.batch, a.device)
         (out / f"{a.child}.json").write_text(json.dumps(res))
         return 0
     import numpy as np
 
     results = {}
+    child = [sys.executable, __file__, "--steps", str(a.steps), "--width", str(a.width), "--batch", str(a.batch),
+             "--device", a.device, "--out", str(out), "--child"]
     for mode in a.modes.split(","):
-        subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(a.steps), "--width", str(a.width),
-                        "--batch", str(a.batch), "--out", str(out)], check=True)
+        subprocess.run([*child, mode], check=True)
         results[mode] = json.loads((out / f"{mode}.json").read_text())
         (out / f"{mode}.json").unlink()
         text = report(results, a, out)  # after every mode: a run stopped at its time limit keeps what it measured
     for mode in ("det", "nondet"):  # two fresh processes, one trajectory each: what a user rerunning a config sees
         if f"{mode}1" in results:
-            subprocess.run([sys.executable, __file__, "--child", f"{mode}1", "--steps", str(a.steps), "--width",
-                            str(a.width), "--batch", str(a.batch), "--out", str(out)], check=True)
+            subprocess.run([*child, f"{mode}1"], check=True)
             other = json.loads((out / f"{mode}1.json").read_text())
             (out / f"{mode}1.json").unlink()
             h1, h2 = results[f"{mode}1"]["hashes"], other["hashes"]
@@ -174,7 +182,8 @@ def report(results: dict, a, out: Path) -> str:
                      f"{r['max_abs_diff_between_repeats']:.3g} | {min(r['seconds_per_step']):.4f} | {vs_cpu} |")
     lines.append("")
     lines.append(f"torch {next(iter(results.values()))['torch']}; command: python benchmarks/cuda_determinism.py "
-                 f"--steps {a.steps} --width {a.width} --batch {a.batch}")
+                 f"--steps {a.steps} --width {a.width} --batch {a.batch}" + ("" if a.device == "cuda" else
+                                                                              f" --device {a.device}"))
     text = "\n".join(lines) + "\n"
     (out / "cuda_determinism.md").write_text(text)
     (out / "cuda_determinism.json").write_text(json.dumps(

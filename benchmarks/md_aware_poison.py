@@ -6,12 +6,14 @@ own partition, crafts the poison for each beta and form (``paper``: Eq. 21's bet
 thresholds), its MD after one SGD step on it (client lr 0.1), and the MD of 400 held-out clean images after that step
 (how far the step moves the model from theta*).
 
-    .venv/bin/python benchmarks/md_aware_poison.py [betas=0,0.05,0.1,0.2,1,5] [seeds=0] [hydra overrides...]
+    .venv/bin/python benchmarks/md_aware_poison.py [betas=0,0.05,0.1,0.2,1,5] [seeds=0] [batch=100] [hydra overrides...]
 
 About a minute on 2 cores. Data: $FL_MDISC_DATA; cache: $FL_MDISC_CACHE (else ./.cache/fl-mdisc). Overrides pick
 another preset or model (``preset=paper``: ResNet-18, on the GPU when there is one); ``seeds=0,1,2`` repeats the
 measurement on each burn-in seed (each its own burn-in and attacker batches). The crafting constants are the
-config's ``attack`` values; the one SGD step after the batch uses lr 0.1 in every preset.
+config's ``attack`` values; the one SGD step after the batch uses lr 0.1 in every preset. ``batch=B`` (100, what every
+committed output used) sizes the clean batch and the trigger; the held-out images are 4B (a toy run on a small
+partition: ``batch=20``).
 """
 import copy
 import sys
@@ -30,7 +32,7 @@ from fl_mdisc.md import md_from_logits  # noqa: E402
 from fl_mdisc.train import local_sgd, pick_device  # noqa: E402
 
 
-def main(betas: list[float], seed: int = 0, overrides: tuple[str, ...] = ()) -> None:
+def main(betas: list[float], seed: int = 0, overrides: tuple[str, ...] = (), batch: int = 100) -> None:
     torch.set_num_threads(2)
     ov = list(overrides)
     cfg = compose((["preset=cpu"] if not any(o.startswith("preset=") for o in ov) else [])
@@ -45,10 +47,11 @@ def main(betas: list[float], seed: int = 0, overrides: tuple[str, ...] = ()) -> 
     m = load_model(cfg, entry["start"], entry["start_sha"], dev)
     hist = load_model(cfg, entry["hist"], entry["hist_sha"], dev).eval()
     a = cfg.attack
-    idx = np.random.default_rng(seed).choice(plan.partitions[0], 600, replace=False)
-    x, y = to_float(plan.ds.x_train[idx[:100]]).to(dev), torch.as_tensor(plan.ds.y_train[idx[:100]]).to(dev)
-    xv, yv = to_float(plan.ds.x_train[idx[100:500]]).to(dev), torch.as_tensor(plan.ds.y_train[idx[100:500]]).to(dev)
-    xt, yt = to_float(plan.ds.x_train[idx[500:]]).to(dev), torch.as_tensor(plan.ds.y_train[idx[500:]]).to(dev)
+    b = batch  # clean batch b, held-out 4b, trigger b
+    idx = np.random.default_rng(seed).choice(plan.partitions[0], 6 * b, replace=False)
+    x, y = to_float(plan.ds.x_train[idx[:b]]).to(dev), torch.as_tensor(plan.ds.y_train[idx[:b]]).to(dev)
+    xv, yv = to_float(plan.ds.x_train[idx[b:5 * b]]).to(dev), torch.as_tensor(plan.ds.y_train[idx[b:5 * b]]).to(dev)
+    xt, yt = to_float(plan.ds.x_train[idx[5 * b:]]).to(dev), torch.as_tensor(plan.ds.y_train[idx[5 * b:]]).to(dev)
     xt = craft_trigger(m, xt, yt, xv, yv)
     h = second_order_term(m, xt, yt, xv, yv)
 
@@ -70,9 +73,10 @@ def main(betas: list[float], seed: int = 0, overrides: tuple[str, ...] = ()) -> 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    kv = {k: v for k, v in (a.split("=", 1) for a in args if a.startswith(("betas=", "seeds=")))}
-    rest = tuple(a for a in args if not a.startswith(("betas=", "seeds=")))
+    own = ("betas=", "seeds=", "batch=")
+    kv = {k: v for k, v in (a.split("=", 1) for a in args if a.startswith(own))}
+    rest = tuple(a for a in args if not a.startswith(own))
     if args and "=" not in args[0]:  # the earlier form: a bare list of betas
-        kv["betas"], rest = args[0], tuple(args[1:])
+        kv["betas"], rest = args[0], tuple(a for a in args[1:] if not a.startswith(own))
     for s in kv.get("seeds", "0").split(","):
-        main([float(b) for b in kv.get("betas", "0,0.05,0.1,0.2,1,5").split(",")], int(s), rest)
+        main([float(b) for b in kv.get("betas", "0,0.05,0.1,0.2,1,5").split(",")], int(s), rest, int(kv.get("batch", 100)))

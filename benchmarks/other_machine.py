@@ -11,8 +11,13 @@ which is the point: a burn-in on another machine (other CPU kernels, or a GPU) a
 
 Prints, per seed and cell (clean/poisoned x ST/GC/DGC): mean test accuracy over the evaluations (every 10
 rounds), and for DGC the honest flag rate, recall and precision of `flagged` against the malicious client.
+
+Environment: ``ATTACKS`` (``none,lambda_update``) and ``STRATS`` (``st,gc,dgc_paper``) pick the cells;
+``EVAL_EVERY`` (10, what every committed output used) the evaluation period, so that a toy run of a few rounds
+(tests/test_benchmarks.py) evaluates at all.
 """
 import json
+import os
 import platform
 import sys
 import time
@@ -38,6 +43,7 @@ seeds = [int(s) for s in sys.argv[1].split(",")]
 R = int(sys.argv[2])
 out_path = Path(sys.argv[3])
 extra = sys.argv[4:]
+EVERY = int(os.environ.get("EVAL_EVERY", "10"))
 
 
 def cell(seed, strategy, attack):
@@ -87,9 +93,9 @@ def cell(seed, strategy, attack):
         v = d if v is None else [mom * a + b for a, b in zip(v, d)]
         theta = [np.asarray(t - lr * g, dtype=t.dtype) for t, g in zip(theta, v)]
         if not all(np.isfinite(t).all() for t in theta):
-            accs += [10.0] * (R // 10 - len(accs))
+            accs += [10.0] * (R // EVERY - len(accs))
             break
-        if rnd % 10 == 0:
+        if rnd % EVERY == 0:
             set_params(ev, theta)
             accs.append(evaluate(ev, plan.ds.x_test, plan.ds.y_test, device=dev)[0])
     res = {"seed": seed, "strategy": strategy, "attack": attack, "accuracy": [round(a, 2) for a in accs],
@@ -111,8 +117,6 @@ def cell(seed, strategy, attack):
 doc = {"machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
        "rounds": R, "overrides": extra, "cells": []}
-import os  # noqa: E402
-
 for seed in seeds:
     for attack in os.environ.get("ATTACKS", "none,lambda_update").split(","):
         for strategy in os.environ.get("STRATS", "st,gc,dgc_paper").split(","):

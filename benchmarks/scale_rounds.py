@@ -26,11 +26,29 @@ from pathlib import Path
 
 import numpy as np
 
+# name: overrides of the setting (after the common ones: num_rounds, eval_every, the command line's extras)
+SETTINGS = {
+    "n10": ["fed.num_clients=10", "fed.attacker_data=pool"],
+    "n100": ["fed.num_clients=100", "fed.clients_per_round=10", "fed.num_malicious=10", "fed.attacker_data=pool",
+             "fed.partition=dirichlet", "fed.dirichlet_alpha=0.5"],
+    "n1000": ["fed.num_clients=1000", "fed.clients_per_round=10", "fed.num_malicious=100", "fed.attacker_data=pool",
+              "num_rounds=5", "fed.round_timeout=1200"],  # 9 images per client: a batch is its partition
+}
+FIXED = ["strategy=st", "attack=lambda_update"]  # every run's, before the common overrides
+
+
+def runs(R: int, extra: list[str]) -> list[tuple[str, str, list[str]]]:
+    """(result key, run folder, overrides after ``FIXED``) of every run, in the order they run: n10, n100 twice,
+    n1000, then n10 once more, so that the second n100 and n10 runs form a back-to-back pair (for machines whose
+    load changes)."""
+    common = [f"num_rounds={R}", "eval_every=10", *extra]
+    order = [("n10", "n10"), ("n100", "n100"), ("n100_again", "n100-again"), ("n1000", "n1000"),
+             ("n10_again", "n10-again")]
+    return [(key, folder, common + SETTINGS[key.removesuffix("_again")]) for key, folder in order]
 
 
 def run(out: Path, overrides: list[str]) -> dict:
-    cmd = [str(Path(sys.executable).parent / "fl-mdisc"), "run", "--quiet", f"out_dir={out}", "strategy=st", "attack=lambda_update",
-           *overrides]
+    cmd = [str(Path(sys.executable).parent / "fl-mdisc"), "run", "--quiet", f"out_dir={out}", *FIXED, *overrides]
     t0 = time.time()
     p = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.time() - t0
@@ -50,24 +68,10 @@ def main() -> None:
     R = int(sys.argv[2]) if len(sys.argv) > 2 else 20
     extra = sys.argv[3:]
     out.mkdir(parents=True, exist_ok=True)
-    common = [f"num_rounds={R}", "eval_every=10", *extra]
-    settings = {
-        "n10": ["fed.num_clients=10", "fed.attacker_data=pool"],
-        "n100": ["fed.num_clients=100", "fed.clients_per_round=10", "fed.num_malicious=10", "fed.attacker_data=pool",
-                 "fed.partition=dirichlet", "fed.dirichlet_alpha=0.5"],
-        "n1000": ["fed.num_clients=1000", "fed.clients_per_round=10", "fed.num_malicious=100", "fed.attacker_data=pool",
-                  "num_rounds=5", "fed.round_timeout=1200"],  # 9 images per client: a batch is its partition
-    }
     res = {}
-    for name, over in settings.items():
-        res[name] = run(out / name, common + over)
-        print(name, json.dumps(res[name]), flush=True)
-        if name == "n100":
-            res["n100_again"] = run(out / "n100-again", common + over)
-            print("n100_again", json.dumps(res["n100_again"]), flush=True)
-    # n10 once more at the end: a pair (n100_again, n10_again) run back to back, for machines whose load changes
-    res["n10_again"] = run(out / "n10-again", common + settings["n10"])
-    print("n10_again", json.dumps(res["n10_again"]), flush=True)
+    for key, folder, over in runs(R, extra):
+        res[key] = run(out / folder, over)
+        print(key, json.dumps(res[key]), flush=True)
     res["n100_identical"] = res["n100"]["metrics_sha256"] == res["n100_again"]["metrics_sha256"]
     res["n100_over_n10"] = round(res["n100"]["median_round_s"] / res["n10"]["median_round_s"], 3)
     res["n100_again_over_n10_again"] = round(res["n100_again"]["median_round_s"] / res["n10_again"]["median_round_s"], 3)

@@ -1,7 +1,8 @@
 """How `run_flwr` follows a run: one idle `flwr log --stream`, one `flwr list` when it ends (no polling loop).
 
-Polling `flwr list` every 2 s cost ~1 s of CPU per call and slowed every client of a 2-core sweep (see
-benchmarks/flwr_poll_cost.py); these tests pin the cheap behaviour with fake flwr commands (no SuperLink, no Ray).
+Polling `flwr list` every 2 s cost ~1 s of CPU per call and slowed every client of a 2-core sweep (measured by
+benchmarks/flwr_poll_cost.py, retired; at commit ee1e392); these tests pin the cheap behaviour with fake flwr
+commands (no SuperLink, no Ray).
 """
 
 import json
