@@ -217,7 +217,7 @@ REPRODUCE = (  # paper artefact, command (as its result folder's README gives it
      "docs/experiments/table13.md"),
     ("Zhu et al., Table 13, Pang's harness at the paper's server lr",
      "fl-mdisc table13 preset=cpu protocol=harness harness.server_lr=0.1 'seeds=[0,1]' "
-     "'strategies=[st,gc,gc_linf,dgc_linf]' num_rounds=100", "table13-harness-linf", "docs/experiments/table13.md"),
+     "'strategies=[st,gc,gc_linf,dgc_linf]' num_rounds=100 sweep.parallel=2", "table13-harness-linf", "docs/experiments/table13.md"),
     ("Zhu et al., Table 13 at paper scale (ResNet-18, GPU)",
      "fl-mdisc table13 preset=paper protocol=harness 'seeds=[0]' 'strategies=[st,gc]' 'scenarios=[poisoned]'",
      "paper-gpu", "docs/experiments/table13.md"),
