@@ -22,7 +22,7 @@ run: setup
 	$(BIN)/fl-mdisc run $(ARGS)
 
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf .flwr-home outputs .pytest_cache

@@ -65,7 +65,7 @@ def _restart(node: tuple, superexec: tuple) -> list[subprocess.Popen]:
 
 def run_faults(tmp: Path) -> dict:
     """Run the federation in ``tmp``, kill and restart SuperNode 1; return the run's rows, timing, summary, events,
-    exit code, seconds and the processes of the run left behind (tests/test_e2e_flwr.py asserts on them)."""
+    exit code, seconds and the processes of the run left behind (tests/test_e2e_deployment.py asserts on them)."""
     _data(tmp / "data")
     out = tmp / "run"
     ov = [f"data_root={tmp / 'data'}", f"cache_dir={tmp / 'cache'}", f"out_dir={out}", "model.width=4",

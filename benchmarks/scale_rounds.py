@@ -1,6 +1,6 @@
 """Round time of large federations with partial participation, and run-to-run identity.
 
-    .venv/bin/python benchmarks/scale_rounds.py OUT_DIR [ROUNDS] [extra overrides...]
+    .venv/bin/python benchmarks/scale_rounds.py OUT_DIR [ROUNDS] [--runs n10,n10_again] [extra overrides...]
 
 Runs through `fl-mdisc run` (Flower simulation on Ray, CPU preset, lambda-update attackers, ST so that no
 calibration time is mixed in):
@@ -11,12 +11,15 @@ calibration time is mixed in):
 * ``n1000``: 1,000 clients, 10 per round, 100 attackers: starts and finishes a few rounds; its cost is reported;
 * ``n10`` once more, so that the second n100 and n10 runs form a back-to-back pair.
 
-Writes ``scale.json`` and ``scale.md`` to OUT_DIR: per run the wall time, the median steady round time (rounds
-2..R, from timing.jsonl), start-up (wall - sum of rounds), and whether the two n100 runs agree bit for bit.
+``--runs`` keeps a subset of these runs, in the same order (tests/test_benchmarks.py runs ``n10,n10_again`` at toy
+size). Writes ``scale.json`` and ``scale.md`` to OUT_DIR: per run the wall time, the median steady round time
+(rounds 2..R, from timing.jsonl), start-up (wall - sum of rounds), and whether each setting's two runs (n100 and
+n100_again, n10 and n10_again) agree bit for bit.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import subprocess
@@ -47,6 +50,9 @@ def runs(R: int, extra: list[str]) -> list[tuple[str, str, list[str]]]:
     return [(key, folder, common + SETTINGS[key.removesuffix("_again")]) for key, folder in order]
 
 
+RUNS = [key for key, _folder, _over in runs(1, [])]
+
+
 def run(out: Path, overrides: list[str]) -> dict:
     cmd = [str(Path(sys.executable).parent / "fl-mdisc"), "run", "--quiet", f"out_dir={out}", *FIXED, *overrides]
     t0 = time.time()
@@ -63,29 +69,55 @@ def run(out: Path, overrides: list[str]) -> dict:
             "metrics_sha256": hashlib.sha256(metrics).hexdigest()}
 
 
-def main() -> None:
-    out = Path(sys.argv[1]).resolve()
-    R = int(sys.argv[2]) if len(sys.argv) > 2 else 20
-    extra = sys.argv[3:]
-    out.mkdir(parents=True, exist_ok=True)
-    res = {}
-    for key, folder, over in runs(R, extra):
-        res[key] = run(out / folder, over)
-        print(key, json.dumps(res[key]), flush=True)
-    res["n100_identical"] = res["n100"]["metrics_sha256"] == res["n100_again"]["metrics_sha256"]
-    res["n100_over_n10"] = round(res["n100"]["median_round_s"] / res["n10"]["median_round_s"], 3)
-    res["n100_again_over_n10_again"] = round(res["n100_again"]["median_round_s"] / res["n10_again"]["median_round_s"], 3)
-    (out / "scale.json").write_text(json.dumps(res, indent=1))
-    lines = ["| run | rounds | median round (s) | first round (s) | start-up + evals (s) | wall (s) |", "|---|---|---|---|---|---|"]
+def parse(argv: list[str]) -> tuple[Path, int, list[str], list[str]]:
+    """(out folder, rounds, runs kept, extra overrides) from the command line; an unknown run is one clear error."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("rounds", type=int, nargs="?", default=20)
+    ap.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated subset of {','.join(RUNS)}")
+    args, extra = ap.parse_known_args(argv)
+    keep = args.runs.split(",")
+    if not keep or set(keep) - set(RUNS):
+        ap.error(f"--runs takes names among {','.join(RUNS)}, got {args.runs!r}")
+    return args.out.resolve(), args.rounds, keep, extra
+
+
+def table(res: dict) -> list[str]:
+    """scale.md's lines: one row per run, then the bit-identity of each repeated setting and the time ratios."""
+    lines = ["| run | rounds | median round (s) | first round (s) | start-up + evals (s) | wall (s) |",
+             "|---|---|---|---|---|---|"]
     for k, v in res.items():
         if isinstance(v, dict):
             lines.append(f"| {k} | {v['rounds']} | {v['median_round_s']} | {v['first_round_s']} | "
                          f"{v['startup_and_evals_s']} | {v['wall_s']} |")
-    lines += ["", f"n100 metrics.jsonl bit-identical over two runs: {res['n100_identical']}; "
-              f"n100 / n10 median round time: {res['n100_over_n10']} (first pair), "
-              f"{res['n100_again_over_n10_again']} (second pair)"]
+    notes = [f"{k.removesuffix('_identical')} metrics.jsonl bit-identical over two runs: {v}"
+             for k, v in res.items() if k.endswith("_identical")]
+    pairs = [f"{res[k]} ({name} pair)" for k, name in (("n100_over_n10", "first"), ("n100_again_over_n10_again", "second"))
+             if k in res]
+    if pairs:
+        notes.append("n100 / n10 median round time: " + ", ".join(pairs))
+    return lines + ["", "; ".join(notes)] if notes else lines
+
+
+def main(argv: list[str] | None = None) -> dict:
+    out, R, keep, extra = parse(sys.argv[1:] if argv is None else argv)
+    out.mkdir(parents=True, exist_ok=True)
+    res = {}
+    for key, folder, over in runs(R, extra):
+        if key in keep:
+            res[key] = run(out / folder, over)
+            print(key, json.dumps(res[key]), flush=True)
+    for key in ("n100", "n10"):
+        if key in res and f"{key}_again" in res:
+            res[f"{key}_identical"] = res[key]["metrics_sha256"] == res[f"{key}_again"]["metrics_sha256"]
+    for a, b in (("n100", "n10"), ("n100_again", "n10_again")):
+        if a in res and b in res:
+            res[f"{a}_over_{b}"] = round(res[a]["median_round_s"] / res[b]["median_round_s"], 3)
+    (out / "scale.json").write_text(json.dumps(res, indent=1))
+    lines = table(res)
     (out / "scale.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    return res
 
 
 if __name__ == "__main__":

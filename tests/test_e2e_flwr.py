@@ -1,49 +1,16 @@
-"""Real `fl-mdisc run`s through `flwr run` on generated data: the Simulation Runtime on Ray, and the Deployment
-Engine (a SuperLink + 3 SuperNodes as processes on loopback) with the same config, which must give the same numbers
-and leave no process behind."""
+"""Real `fl-mdisc run`s through `flwr run` on generated data, on the Simulation Runtime (Ray): a run completes and
+leaves no process behind, and cells of a parallel sweep give the numbers they give alone. The Deployment Engine's
+end-to-end tests are in test_e2e_deployment.py."""
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from .conftest import REPO, tiny_overrides
+from .e2e import ARGS, _jsonl, simulated  # noqa: F401 (simulated: a fixture)
 
 pytestmark = pytest.mark.slow
-
-ARGS = ("strategy=dgc", "attack=accumulative", "defense=dsc", "num_rounds=3")
-
-
-def _run(data_root, tmp_path, name, *extra):
-    out = tmp_path / name
-    ov = tiny_overrides(data_root, tmp_path / "cache", out, *ARGS, *extra)
-    p = subprocess.Popen([sys.executable, "-m", "app.cli", "run", "--quiet", *ov], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    stdout, stderr = p.communicate(timeout=900)
-    assert p.returncode == 0, stdout[-2000:] + stderr[-2000:]
-    assert "finished:completed" in stdout
-    return out, p.pid, stderr
-
-
-def _jsonl(path, drop=()):
-    rows = [json.loads(x) for x in path.read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in drop} for r in rows]
-
-
-def _flower_pids(*names):
-    ps = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return {line.split(None, 1)[0] for line in ps.splitlines()[1:] if any(n in line for n in names)}
-
-
-@pytest.fixture(scope="module")
-def simulated(tiny_data_root, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e")
-    return tmp, *_run(tiny_data_root, tmp, "sim")
 
 
 def test_cli_flwr_run_completes_and_cleans_up(simulated):
@@ -54,52 +21,6 @@ def test_cli_flwr_run_completes_and_cleans_up(simulated):
     # the run had a private FLWR_HOME (.flwr-home/run-<pid>): nothing of it may survive, and the folder is gone
     ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
     assert f"run-{pid}" not in ps, stderr[-3000:]
-    assert not (REPO / ".flwr-home" / f"run-{pid}").exists()
-
-
-def _kill_superlink_after_round_1(data_root, tmp_path, name, *extra) -> tuple[int, str]:
-    """Start the run; SIGKILL its SuperLink once round 1 is logged; return the command's exit code and output."""
-    out = tmp_path / name
-    log = tmp_path / f"{name}.log"
-    ov = tiny_overrides(data_root, tmp_path / "cache", out, *ARGS, *extra)
-    with open(log, "w") as fh:
-        p = subprocess.Popen([sys.executable, "-m", "app.cli", "run", "--quiet", *ov], stdout=fh, stderr=subprocess.STDOUT)
-    killed, t0 = False, time.time()
-    while p.poll() is None and time.time() - t0 < 600:
-        if not killed and (out / "rounds.jsonl").is_file() and (out / "rounds.jsonl").read_text().count("\n") >= 1:
-            for pid in _flower_pids("flower-superlink"):
-                if f"run-{p.pid}" in Path(f"/proc/{pid}/cmdline").read_text():
-                    os.kill(int(pid), signal.SIGKILL)
-                    killed = True
-        time.sleep(0.2)
-    p.wait(timeout=120)
-    assert killed, log.read_text()[-2000:]
-    return p.returncode, log.read_text()
-
-
-def test_deployment_engine_survives_a_superlink_kill_and_gives_the_simulation_numbers(simulated, tiny_data_root):
-    """The SuperLink is killed once round 1 is logged: the command fails, says to rerun it, and leaves nothing
-    behind; the same command again resumes from the checkpoint, and the run's files equal the simulation's."""
-    tmp, sim_out, _pid, _err = simulated
-    before = _flower_pids("flower-supernode", "flwr-clientapp", "clients.warm_exec", "flwr-serverapp")
-    code, text = _kill_superlink_after_round_1(tiny_data_root, tmp, "deploy", "engine=deployment")
-    assert code != 0 and "rerun the same command" in text, text[-2000:]
-    time.sleep(3)  # the SuperLink's SuperExec and ServerApp follow it (Flower's parent-process monitor)
-    left = _flower_pids("flower-supernode", "flwr-clientapp", "clients.warm_exec", "flwr-serverapp") - before
-    assert not left, subprocess.run(["ps", "-ww", "-o", "pid,ppid,etime,args", "-p", ",".join(left)],
-                                    capture_output=True, text=True).stdout
-    out, pid, stderr = _run(tiny_data_root, tmp, "deploy", "engine=deployment")
-    # the same files as a simulation run, with the same numbers (only the wall-clock fields differ)
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in sim_out.iterdir())
-    assert _jsonl(out / "metrics.jsonl") == _jsonl(sim_out / "metrics.jsonl")
-    assert _jsonl(out / "rounds.jsonl", drop=("seconds",)) == _jsonl(sim_out / "rounds.jsonl", drop=("seconds",))
-    s_dep, s_sim = (json.loads((d / "summary.json").read_text()) for d in (out, sim_out))
-    clock = ("wall_s", "startup_s")
-    assert {k: v for k, v in s_dep.items() if k not in clock} == {k: v for k, v in s_sim.items() if k not in clock}
-    # no SuperLink (its database is in the private home), SuperNode or ClientApp of this run survives
-    ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
-    assert f"run-{pid}" not in ps, stderr[-3000:]
-    assert _flower_pids("flower-supernode", "flwr-clientapp") <= before
     assert not (REPO / ".flwr-home" / f"run-{pid}").exists()
 
 
@@ -123,69 +44,3 @@ def test_parallel_sweep_cells_equal_the_sequential_ones(simulated, tiny_data_roo
     assert (b / "summary.json").is_file()
     assert _jsonl(a / "metrics.jsonl") == _jsonl(sim_out / "metrics.jsonl")
     assert _jsonl(a / "rounds.jsonl") == _jsonl(sim_out / "rounds.jsonl")
-
-
-def test_deployment_hung_client_and_node_claiming_another_partition(tiny_data_root, tmp_path, monkeypatch):
-    """Faults on loopback, one run: partition 2's ClientApp hangs from round 3 on (``attack=hang``), and the node
-    whose key is registered for partition 1 says ``partition-id=0`` in its node config. The hung client costs each
-    round exactly the wait in force (the 20 s ceiling: fewer than 3 complete rounds are measured) and counts as
-    missing; node 1's replies are dropped as spoofed and counted every round, partition 0's accepted; nothing of
-    the run (SuperLink, SuperNodes, SuperExecs, hung ClientApps) is left behind."""
-    from app import launch
-    from app.cli import main
-
-    real = launch.deployment_commands
-
-    def claiming(*a, **kw):
-        cmds = real(*a, **kw)
-        c = cmds["supernode-1"]
-        c[c.index("--node-config") + 1] = c[c.index("--node-config") + 1].replace("partition-id=1", "partition-id=0")
-        return cmds
-
-    monkeypatch.setattr(launch, "deployment_commands", claiming)
-    before = _flower_pids("flower-supernode", "flwr-clientapp", "clients.warm_exec")
-    out = tmp_path / "faults"
-    ov = tiny_overrides(tiny_data_root, tmp_path / "cache", out, "engine=deployment", "strategy=gc", "attack=hang",
-                        "attack.from_round=3", "num_rounds=4", "trigger=false", "fed.round_timeout=20")
-    assert main(["run", "--quiet", *ov]) == 0
-    rows, timing = _jsonl(out / "rounds.jsonl"), _jsonl(out / "timing.jsonl")
-    for r in rows:
-        assert [d["partition-id"] for d in r["dropped"]] == [1] and r["dropped"][0]["spoofed"]
-        assert "claims partition 0 but its node is partition 1" in r["dropped"][0]["reason"]
-        assert 0 in [c["partition-id"] for c in r["clients"]]
-        assert r["missing"] == (1 if r["round"] >= 3 else 0)
-    for t in timing:
-        assert t["timeout"] == 20.0
-        if t["round"] >= 3:
-            assert 20.0 <= t["seconds"] < 20.0 + 5.0, timing
-    s = json.loads((out / "summary.json").read_text())
-    assert (s["spoofed_replies"], s["missing_replies"], s["failures"]) == (4, 2, 0)
-    assert _flower_pids("flower-supernode", "flwr-clientapp", "clients.warm_exec") <= before
-    assert not any((REPO / ".flwr-home").glob(f"run-{__import__('os').getpid()}*"))
-
-
-def test_deployment_supernode_killed_and_restarted_rejoins(tmp_path):
-    """SuperNode 1 stopped after round 2 (SIGTERM, then SIGKILL), restarted with its key and its SuperExec once its
-    partition is skipped (``benchmarks/deployment_faults.py``, which also writes docs/results/deployment-faults).
-    Its message of the round it died in, if one was sent, comes back as one failure of partition 1 with Flower's
-    reason, never as a dropped reply; while the SuperLink does not list it, it is not sent anything; restarted, it
-    replies as partition 1 in every later round; nothing of the run is left."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from deployment_faults import run_faults
-
-    r = run_faults(tmp_path)
-    assert r["code"] == 0 and not r["left"], r["events"]
-    rows = r["rows"]
-    failed = [(row["round"], f) for row in rows for f in row.get("failed", [])]
-    assert len(failed) <= 1 and all(f["partition-id"] == 1 and "Unavailable" in f["reason"] for _r, f in failed)
-    skipped = [row["round"] for row in rows if 1 in row.get("unavailable", [])]
-    assert skipped, rows
-    for row in rows:
-        replied = [c["partition-id"] for c in row["clients"]]
-        if row["round"] in skipped:
-            assert 1 not in row["sampled"] and replied == [0, 2]
-        if row["round"] > max(skipped):
-            assert replied == [0, 1, 2]
-    assert max(skipped) < 9 and all(not row["dropped"] for row in rows)
-    s = r["summary"]
-    assert (s["failures"], s["dropped_replies"], s["missing_replies"]) == (len(failed), 0, 0)
