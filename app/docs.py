@@ -77,8 +77,16 @@ def md_tables(path: Path) -> list[str]:
     return blocks
 
 
-def _grid_tables(root: Path) -> list[str]:
-    return md_tables(root / "docs/results/grid-history/grid.md")
+GRID_TABLES = {"accuracy": "| setting | strategy | server told |", "other-attacks": "| setting | strategy | attack |",
+               "targets": "| setting | seed | clean FPR |", "gaps": "| setting | closest other row"}
+
+
+def _grid_table(root: Path, which: str) -> str:
+    """The table of the grid-history report whose header starts as ``GRID_TABLES[which]``."""
+    found = [t for t in md_tables(root / "docs/results/grid-history/grid.md") if t.startswith(GRID_TABLES[which])]
+    if len(found) != 1:
+        raise ValueError(f"docs/results/grid-history/grid.md has {len(found)} {which} tables, expected one")
+    return found[0]
 
 
 def grid_not_run(root: Path) -> str:
@@ -287,9 +295,9 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "bench-deployment": bench_deployment,
     "summary": summary_table,
     "datasets": datasets_table,
-    "grid-history-accuracy": lambda root: _grid_tables(root)[0],
-    "grid-history-targets": lambda root: _grid_tables(root)[1],
-    "grid-history-gaps": lambda root: _grid_tables(root)[2],
+    "grid-history-accuracy": lambda root: _grid_table(root, "accuracy"),
+    "grid-history-targets": lambda root: _grid_table(root, "targets"),
+    "grid-history-gaps": lambda root: _grid_table(root, "gaps"),
     "grid-history-status": grid_not_run,
     "grid-history-misses": grid_misses,
     "grid-history-separability": lambda root: _table_of(root, "docs/results/grid-history/separability.md"),
@@ -339,15 +347,18 @@ def _md_stream(root: Path, path: Path) -> None:
     plot_md_stream([{"rounds": read_jsonl(c / "rounds.jsonl")} for c in cells], path)
 
 
-def _reference(root: Path, path: Path) -> None:
-    """``benchmarks/reference_table.py``'s figure, from the grids its recorded command names."""
-    ref = _load_benchmark(root, "reference_table")
-    page = (root / "docs/results/reference-seeds012/reference.md").read_text()
-    cmd = re.search(r"Command: `benchmarks/reference_table.py (.*)`", page)
-    grids = [(root / d, suffix) for d, _, suffix in (a.partition(":") for a in cmd.group(1).split()[1:])]
-    cells, settings, strategies, scenarios = ref.merge(grids)
-    cells = {(s, BEFORE_26.get(st, st)): v for (s, st), v in cells.items()}
-    ref.figure(cells, settings, [BEFORE_26.get(st, st) for st in strategies], scenarios, path)
+def _reference(folder: str, rename: dict[str, str]) -> Callable[[Path, Path], None]:
+    """``benchmarks/reference_table.py``'s figure in ``folder``, from the grids its recorded command names, with the
+    strategies renamed by ``rename`` (``BEFORE_26`` for grids written before issue 26)."""
+    def draw(root: Path, path: Path) -> None:
+        ref = _load_benchmark(root, "reference_table")
+        page = (root / folder / "reference.md").read_text()
+        cmd = re.search(r"Command: `benchmarks/reference_table.py (.*)`", page)
+        grids = [(root / d, suffix) for d, _, suffix in (a.partition(":") for a in cmd.group(1).split()[1:])]
+        cells, settings, strategies, scenarios = ref.merge(grids)
+        cells = {(s, rename.get(st, st)): v for (s, st), v in cells.items()}
+        ref.figure(cells, settings, [rename.get(st, st) for st in strategies], scenarios, path)
+    return draw
 
 
 # Every committed figure (README.md and docs/ show each), and how `fl-mdisc docs` redraws it from the committed
@@ -365,7 +376,7 @@ FIGURES: dict[str, Callable[[Path, Path], None]] = {
     "docs/results/adaptive-m2/adaptive.png": _from_json("docs/results/adaptive-m2/adaptive.json",
                                                         "app.adaptive_sweep.plot_adaptive", BEFORE_26),
     "docs/results/grid-history/grid.png": _from_json("docs/results/grid-history/grid.json", "app.grid.plot_grid"),
-    "docs/results/reference-seeds012/reference.png": _reference,
+    "docs/results/reference-seeds012/reference.png": _reference("docs/results/reference-seeds012", BEFORE_26),
     **{f"docs/results/calibration/seed{s}/calibration.png": _from_json(
         f"docs/results/calibration/seed{s}/calibration_fit.json", "app.report.plot_calibration") for s in (0, 1)},
     **{f"docs/results/{d}/grid.png": _from_json(f"docs/results/{d}/grid.json", "app.grid.plot_grid", BEFORE_26)
