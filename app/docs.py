@@ -377,6 +377,7 @@ FIGURES: dict[str, Callable[[Path, Path], None]] = {
                                                         "app.adaptive_sweep.plot_adaptive", BEFORE_26),
     "docs/results/grid-history/grid.png": _from_json("docs/results/grid-history/grid.json", "app.grid.plot_grid"),
     "docs/results/reference-seeds012/reference.png": _reference("docs/results/reference-seeds012", BEFORE_26),
+    "docs/results/reference-history/reference.png": _reference("docs/results/reference-history", {}),
     **{f"docs/results/calibration/seed{s}/calibration.png": _from_json(
         f"docs/results/calibration/seed{s}/calibration_fit.json", "app.report.plot_calibration") for s in (0, 1)},
     **{f"docs/results/{d}/grid.png": _from_json(f"docs/results/{d}/grid.json", "app.grid.plot_grid", BEFORE_26)
