@@ -297,6 +297,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "datasets": datasets_table,
     "grid-history-accuracy": lambda root: _grid_table(root, "accuracy"),
     "grid-history-targets": lambda root: _grid_table(root, "targets"),
+    "grid-history-other-attacks": lambda root: _grid_table(root, "other-attacks"),
     "grid-history-gaps": lambda root: _grid_table(root, "gaps"),
     "grid-history-status": grid_not_run,
     "grid-history-misses": grid_misses,
