@@ -77,7 +77,7 @@ def parse(argv: list[str]) -> tuple[Path, int, list[str], list[str]]:
     ap.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated subset of {','.join(RUNS)}")
     args, extra = ap.parse_known_args(argv)
     keep = args.runs.split(",")
-    if not keep or set(keep) - set(RUNS):
+    if set(keep) - set(RUNS):
         ap.error(f"--runs takes names among {','.join(RUNS)}, got {args.runs!r}")
     return args.out.resolve(), args.rounds, keep, extra
 

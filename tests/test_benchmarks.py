@@ -2,9 +2,9 @@
 
 Each runs here at toy size, through its own command line: a few committed cells, the tiny generated dataset of
 conftest.py, a few rounds, a width-4 model, the CPU. Two are run elsewhere or in part: deployment_faults.py by
-tests/test_e2e_deployment.py (slow), and scale_rounds.py, whose 10-client pair runs here (slow: two Flower simulations)
-while the overrides of its 100- and 1,000-client runs are composed against today's configuration. Every name a benchmark imports from the
-project must still exist (a retired function, a renamed module)."""
+tests/test_e2e_deployment.py (slow), and scale_rounds.py, whose 10-client pair runs here (slow: two Flower
+simulations) while the overrides of its 100- and 1,000-client runs are composed against today's configuration.
+Every name a benchmark imports from the project must still exist (a retired function, a renamed module)."""
 
 import ast
 import importlib
@@ -161,8 +161,7 @@ def test_scale_rounds_overrides_compose_today():
 @pytest.mark.slow
 def test_scale_rounds_runs_its_10_client_pair_at_toy_size(tiny_data_root, tmp_path):
     """Its 10-client run twice (``--runs n10,n10_again``, 2 rounds, the tiny data and model), through its command
-    line: both runs are whole Flower simulations (about 40 s each on 2 cores), timed from timing.jsonl, and
-    bit-identical."""
+    line: both runs are whole Flower simulations, timed from timing.jsonl, and bit-identical."""
     tiny = tiny_overrides(tiny_data_root, tmp_path / "cache", tmp_path / "unused")
     extra = [o for o in tiny if not o.startswith(("out_dir=", "num_rounds=", "eval_every=", "fed.num_clients="))]
     _run(BENCH / "scale_rounds.py", tmp_path / "scale", 2, "--runs", "n10,n10_again", *extra)
