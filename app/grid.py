@@ -96,10 +96,12 @@ def summarise(runs: list[dict]) -> list[dict]:
     scenarios = list(dict.fromkeys(["clean", "poisoned", *(r["scenario"] for r in runs)]))
     for setting, strat in sorted(keys, key=lambda k: (order[k[0]], rank.get(k[1].split("@")[0], 99), k[1])):
         row = {"setting": setting, "strategy": strat}
+        acc = {}  # (scenario, seed) -> mean accuracy, to pair each other attack with the λ-update seed by seed
         for scen in scenarios:
             rs = [r for r in runs if (r["setting"], r["strategy"], r["scenario"]) == (setting, strat, scen)]
             if not rs:
                 continue
+            acc.update({(scen, r["seed"]): r["summary"].get("mean_accuracy") for r in rs})
             row[f"{scen}_seeds"] = sorted(r["seed"] for r in rs)
             row[f"{scen}_mean"], row[f"{scen}_std"] = _ms([r["summary"].get("mean_accuracy") for r in rs])
             row["assumed_f"] = rs[0]["summary"].get("assumed_f")
@@ -126,6 +128,11 @@ def summarise(runs: list[dict]) -> list[dict]:
                     row[f"{scen}_first_sight"] = sum(1 for seen, fl in firsts if fl == seen)
                     row[f"{scen}_never_flagged"] = sum(1 for _seen, fl in firsts if fl is None)
                     row[f"{scen}_first_flag"] = [fl for _seen, fl in firsts]
+        for scen in scenarios:  # another attack's accuracy minus the λ-update's, on the seeds both ran
+            d = [a - acc[("poisoned", seed)] for (sc, seed), a in acc.items() if sc not in ("clean", "poisoned")
+                 and sc == scen and a is not None and acc.get(("poisoned", seed)) is not None]
+            if d:
+                row[f"{scen}_vs_poisoned"], row[f"{scen}_vs_poisoned_seeds"] = round(float(np.mean(d)), 2), len(d)
         if "poisoned_recall" in row:  # the names earlier reports used
             row["recall"] = row["poisoned_recall"]
         rows.append(row)
@@ -239,14 +246,18 @@ def grid_markdown(doc: dict) -> str:
                      f"{_f(r.get('poisoned_recall'), 3)} | {sight(r, 'poisoned')} |")
     extra = [a for a in doc.get("scenarios", ["clean", "poisoned"]) if a not in ("clean", "poisoned")]
     if extra:
-        lines += ["", "Other attacks (scenario names from the preset's `tables.grid.scenarios`):", "",
-                  "| setting | strategy | attack | accuracy | FPR | precision | recall | first sight |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "Other attacks (scenario names from the preset's `tables.grid.scenarios`); vs λ-update = this "
+                  "attack's accuracy minus the same strategy's under the λ-update, mean over the seeds both ran "
+                  "(negative: this attack costs the model more):", "",
+                  "| setting | strategy | attack | accuracy | vs λ-update (seeds) | FPR | precision | recall | first sight |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in doc["rows"]:
             for a in extra:
                 if r.get(f"{a}_mean") is None:
                     continue
-                lines.append(f"| {r['setting']} | {label(r['strategy'])} | {a} | {ms(r, a)} | "
+                vs = r.get(f"{a}_vs_poisoned")
+                vs = "–" if vs is None else f"{vs:+.2f} ({r[f'{a}_vs_poisoned_seeds']})"
+                lines.append(f"| {r['setting']} | {label(r['strategy'])} | {a} | {ms(r, a)} | {vs} | "
                              f"{_f(r.get(f'{a}_honest_fpr'), 3)} | {_f(r.get(f'{a}_precision'), 3)} | "
                              f"{_f(r.get(f'{a}_recall'), 3)} | {sight(r, a)} |")
     if doc.get("targets"):

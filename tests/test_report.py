@@ -227,15 +227,20 @@ class TestGridSummary:
         assert [scenario_of(a, "lambda_update") for a in ("none", "lambda_update", "alie")] == ["clean", "poisoned", "alie"]
         rounds = [{"round": 1, "phase": "accumulate", "clients": [{"partition-id": 0, "malicious": False, "flagged": False},
                                                                   {"partition-id": 1, "malicious": True, "flagged": True}]}]
-        runs = [{"setting": "a", "strategy": st, "scenario": sc, "seed": 0, "rounds": rounds if st == "dgc" else [],
-                 "summary": {"mean_accuracy": 60.0, "trigger_drop": 0.0}}
-                for sc in ("clean", "poisoned", "alie") for st in ("dgc", "byzfl-cc")]
+        acc = {("poisoned", 0): 62.0, ("poisoned", 1): 63.0, ("alie", 0): 60.0}  # ALIE's seed 1 not run
+        runs = [{"setting": "a", "strategy": st, "scenario": sc, "seed": seed, "rounds": rounds if st == "dgc" else [],
+                 "summary": {"mean_accuracy": acc.get((sc, seed), 60.0), "trigger_drop": 0.0}}
+                for sc in ("clean", "poisoned", "alie") for st in ("dgc", "byzfl-cc") for seed in (0, 1)
+                if (sc, seed) != ("alie", 1)]
         rows = summarise(runs)
         assert rows[0]["alie_mean"] == 60.0 and rows[0]["alie_recall"] == 1.0
+        # paired on the seed both ran (60 - 62), not against the λ-update's mean over both seeds (62.5)
+        assert (rows[0]["alie_vs_poisoned"], rows[0]["alie_vs_poisoned_seeds"]) == (-2.0, 1)
+        assert "clean_vs_poisoned" not in rows[0] and "poisoned_vs_poisoned" not in rows[0]
         doc = {"preset": "cpu", "rounds": 5, "seeds": [0], "eval_every": 5, "settings": {"a": []}, "rows": rows,
                "steps": [5], "command": "x", "scenarios": ["clean", "poisoned", "alie"]}
         md = grid_markdown(doc)
-        assert "| a | DGC (history) | alie | 60.00 | 0.000 | 1.000 | 1.000 | 1/1 |" in md and "ByzFL CC" in md
+        assert "| a | DGC (history) | alie | 60.00 | -2.00 (1) | 0.000 | 1.000 | 1.000 | 1/1 |" in md and "ByzFL CC" in md
         plot_grid(doc, tmp_path / "g.png")
         assert (tmp_path / "g.png").stat().st_size > 0
 
