@@ -92,8 +92,11 @@ def _grid_table(root: Path, which: str) -> str:
 def grid_not_run(root: Path) -> str:
     doc = _json(root, "docs/results/grid-history/grid.json")
     seeds = sorted({r["seed"] for r in doc["per_seed"]})
-    return (f"Complete cells: {sum(1 for _ in (root / 'docs/results/grid-history/cells').iterdir())}; burn-in seeds "
-            f"with at least one cell: {seeds}; not run yet: {len(doc['not_run'])} cells (listed in "
+    head = f"Complete cells: {sum(1 for _ in (root / 'docs/results/grid-history/cells').iterdir())}; burn-in seeds "
+    not_run = doc.get("not_run") or []
+    if not not_run:
+        return head + f"{seeds}, every cell of the report's command complete.\n"
+    return (head + f"with at least one cell: {seeds}; not run yet: {len(not_run)} cells (listed in "
             "[grid.md](../results/grid-history/grid.md)).\n")
 
 

@@ -120,3 +120,18 @@ def test_a_changed_figure_is_found(tmp_path):
         plt.close(fig)
         paths.append(tmp_path / f"{i}.png")
     assert same_image(paths[0], paths[1]) and not same_image(paths[0], paths[2])
+
+
+def test_grid_status_line_lists_what_is_missing_and_says_when_nothing_is(tmp_path):
+    import json
+
+    from app.docs import grid_not_run
+
+    folder = tmp_path / "docs/results/grid-history"
+    (folder / "cells" / "a-clean-gc-s0").mkdir(parents=True)
+    doc = {"per_seed": [{"seed": 0}], "not_run": ["a-clean-gc-s1"]}
+    (folder / "grid.json").write_text(json.dumps(doc))
+    assert "not run yet: 1 cells" in grid_not_run(tmp_path) and "Complete cells: 1;" in grid_not_run(tmp_path)
+    (folder / "grid.json").write_text(json.dumps({**doc, "not_run": []}))
+    assert grid_not_run(tmp_path) == ("Complete cells: 1; burn-in seeds [0], every cell of the report's command "
+                                      "complete.\n")
