@@ -264,8 +264,8 @@ def reproduce_table(root: Path) -> str:
         lanes = int(re.search(r"sweep\.parallel=(\d+)", cmd).group(1)) if "sweep.parallel=" in cmd else 1
         name = page.split("/")[-1].split("#")[0] if "#" not in page else "datasets"
         time_ = cells_time(root, folder, lanes)
-        if folder == "grid-history":  # partial, and a few of its sweeps ran in one lane: an estimate
-            time_ += ", the cells run so far (most ran 2 lanes)"
+        if folder == "grid-history":  # its committed cells, not the command's; a few sweeps ran in one lane
+            time_ += ", the committed cells: no ST row, GC under ALIE added (most ran 2 lanes)"
         lines.append(f"| {what} | `{cmd}` | {time_} | [{name}]({page}) |")
     return "\n".join(lines) + "\n"
 
