@@ -82,6 +82,13 @@ def _ms(vals: list) -> tuple[float | None, float | None]:
     return (round(float(np.mean(v)), 2), round(float(np.std(v)), 2)) if v else (None, None)
 
 
+def _paired_gap(pairs) -> tuple[float, int] | None:
+    """Mean of ``a - b`` over the ``(a, b)`` pairs where both exist, and how many: two rows compared on the seeds
+    both ran, so a partial grid compares like with like (the difference of the means when every cell ran)."""
+    d = [a - b for a, b in pairs if a is not None and b is not None]
+    return (round(float(np.mean(d)), 2), len(d)) if d else None
+
+
 def summarise(runs: list[dict]) -> list[dict]:
     """One row per (setting, strategy) from the loaded cells: per scenario, accuracy (mean, std over seeds) and, for
     defences that flag updates, the pooled honest FPR, precision, recall and first-sight detections."""
@@ -128,11 +135,10 @@ def summarise(runs: list[dict]) -> list[dict]:
                     row[f"{scen}_first_sight"] = sum(1 for seen, fl in firsts if fl == seen)
                     row[f"{scen}_never_flagged"] = sum(1 for _seen, fl in firsts if fl is None)
                     row[f"{scen}_first_flag"] = [fl for _seen, fl in firsts]
-        for scen in scenarios:  # another attack's accuracy minus the λ-update's, on the seeds both ran
-            d = [a - acc[("poisoned", seed)] for (sc, seed), a in acc.items() if sc not in ("clean", "poisoned")
-                 and sc == scen and a is not None and acc.get(("poisoned", seed)) is not None]
-            if d:
-                row[f"{scen}_vs_poisoned"], row[f"{scen}_vs_poisoned_seeds"] = round(float(np.mean(d)), 2), len(d)
+        for scen in scenarios[2:]:  # another attack's accuracy minus the λ-update's, on the seeds both ran
+            gap = _paired_gap([(acc[(scen, s)], acc.get(("poisoned", s))) for s in row.get(f"{scen}_seeds", [])])
+            if gap:
+                row[f"{scen}_vs_poisoned"], row[f"{scen}_vs_poisoned_seeds"] = gap
         if "poisoned_recall" in row:  # the names earlier reports used
             row["recall"] = row["poisoned_recall"]
         rows.append(row)
@@ -184,22 +190,17 @@ def targets(rows: list[dict], per_seed: list[dict], strategy: str, fpr: float = 
         seeds = [r for r in per_seed if r["setting"] == setting]
         others = sorted({k[len("poisoned_"):] for r in seeds for k in r if k.startswith("poisoned_")
                          and not k.startswith("poisoned_fpr_") and k != f"poisoned_{strategy}"})
-        gaps = {}  # mean over the seeds both rows ran: a partial grid compares like with like
-        for o in others:
-            pairs = [(r[f"poisoned_{strategy}"], r[f"poisoned_{o}"]) for r in seeds
-                     if r.get(f"poisoned_{strategy}") is not None and r.get(f"poisoned_{o}") is not None]
-            if pairs:
-                gaps[o] = (round(float(np.mean([a - b for a, b in pairs])), 2), len(pairs))
-        clean = [(r[f"clean_{strategy}"], r["clean_gc"]) for r in seeds
-                 if r.get(f"clean_{strategy}") is not None and r.get("clean_gc") is not None]
+        gaps = {o: g for o in others
+                if (g := _paired_gap([(r.get(f"poisoned_{strategy}"), r.get(f"poisoned_{o}")) for r in seeds]))}
+        clean = _paired_gap([(r.get(f"clean_{strategy}"), r.get("clean_gc")) for r in seeds])
         if not gaps and not clean:
             continue
         best = min(gaps, key=lambda o: gaps[o][0], default=None)
         gap, n = gaps[best] if best else (None, 0)
-        cgap = round(float(np.mean([a - b for a, b in clean])), 2) if clean else None
+        cgap, cn = clean or (None, 0)
         out.append({"setting": setting, "seed": "mean", "best_other": best, "poisoned_gap": gap, "poisoned_seeds": n,
                     "poisoned_ok": None if gap is None else gap >= -margin, "clean_gap_vs_gc": cgap,
-                    "clean_seeds": len(clean), "clean_ok": None if cgap is None else abs(cgap) <= margin})
+                    "clean_seeds": cn, "clean_ok": None if cgap is None else abs(cgap) <= margin})
     return out
 
 
